@@ -1,0 +1,43 @@
+# Ingot: `make demo` runs the appliance on embedded defaults; `make test` installs everything and
+# runs the whole suite. Both install what they need (Debian packages, then Python into .venv).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# Debian packages: PostgreSQL for the second database backend, Chromium for the browser tests.
+DEBS_TEST := postgresql chromium fonts-dejavu-core
+DEBS_DEMO :=
+
+.PHONY: demo test lint typecheck unit deps-test deps-demo venv clean
+
+demo: deps-demo venv
+	$(BIN)/python -m lab.demo
+
+test: deps-test venv lint typecheck
+	bash tests/run-pytest.sh
+
+lint: venv
+	$(BIN)/ruff check .
+
+typecheck: venv
+	$(BIN)/mypy
+
+unit: venv
+	$(BIN)/pytest -q tests/unit
+
+deps-test:
+	@bash tools/apt-ensure.sh $(DEBS_TEST)
+
+deps-demo:
+	@bash tools/apt-ensure.sh $(DEBS_DEMO)
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+clean:
+	rm -rf $(VENV) var test-artifacts .mypy_cache .ruff_cache .pytest_cache

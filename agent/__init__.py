@@ -1,0 +1,1 @@
+"""The agent that runs on a target machine: heartbeat, inventory, image streaming."""

@@ -1,0 +1,190 @@
+"""Typed appliance settings.
+
+Built once by the entry point (``ingot serve``) from, in order of precedence: explicit keyword
+arguments, the documented flat ``INGOT_*`` variables of the deployment contract (``INGOT_HOME``,
+``INGOT_HTTPS_PORT`` ...), nested ``INGOT_<GROUP>__<FIELD>`` variables for everything else, an
+optional TOML file, and the defaults below. Components receive the group they need through their
+constructor; nothing imports a global settings object.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+ENV_PREFIX = "INGOT_"
+
+# The flat variable names promised in DESIGN.md "Contracts", mapped onto their nested home.
+FLAT_ENV: dict[str, tuple[str, ...]] = {
+    "HTTPS_PORT": ("api", "https_port"),
+    "HTTP_PORT": ("api", "http_port"),
+    "BIND_ADDRESS": ("api", "bind_address"),
+    "TLS_CERT": ("api", "tls_cert"),
+    "TLS_KEY": ("api", "tls_key"),
+    "TFTP_PORT": ("tftp", "port"),
+    "DNS_PORT": ("dns", "port"),
+    "DHCP_INTERFACE": ("dhcp", "interface"),
+    "LOG_FORMAT": ("logging", "format"),
+    "LOG_LEVEL": ("logging", "level"),
+}
+
+
+class ApiSettings(BaseModel):
+    """The HTTPS API/UI listener and the plain-HTTP boot listener."""
+
+    bind_address: str = Field("0.0.0.0", description="Address both HTTP listeners bind to.")  # noqa: S104
+    https_port: int = Field(8443, ge=0, le=65535, description="HTTPS port for the REST API and web UI.")
+    http_port: int = Field(8080, ge=0, le=65535, description="Plain-HTTP port reserved for boot traffic.")
+    tls_cert: Path | None = Field(None, description="PEM certificate; a self-signed one is generated if unset.")
+    tls_key: Path | None = Field(None, description="PEM private key matching tls_cert.")
+    max_body_bytes: int = Field(
+        1024 * 1024, ge=1024, description="Largest JSON request body accepted; larger bodies get 413."
+    )
+    current_version: int = Field(4600, description="X-API-Version reported as currentVersion (OneView 8.00).")
+    minimum_version: int = Field(120, description="Oldest X-API-Version accepted (lets old scripts log in).")
+
+
+class SessionSettings(BaseModel):
+    """Login sessions (OneView ``auth`` header) and the UI cookie."""
+
+    idle_timeout_s: int = Field(24 * 3600, ge=60, description="A session unused this long expires.")
+    touch_interval_s: int = Field(
+        60, ge=1, description="last-used is written at most this often per session (saves a write per call)."
+    )
+
+
+class TaskSettings(BaseModel):
+    """The task runner: concurrency and the database lease that lets another runner take over."""
+
+    max_concurrent: int = Field(8, ge=1, description="Tasks one runner executes at once.")
+    lease_ttl_s: float = Field(30.0, gt=0, description="A task lease not renewed for this long is abandoned.")
+    poll_interval_s: float = Field(1.0, gt=0, description="How often the runner looks for work from other nodes.")
+    max_attempts: int = Field(3, ge=1, description="A resumable task interrupted this often is failed instead.")
+
+
+class LoggingSettings(BaseModel):
+    format: Literal["json", "text"] = Field("json", description="Structured JSON lines or plain text.")
+    level: str = Field("INFO", description="Root log level.")
+
+
+class TftpSettings(BaseModel):
+    port: int = Field(69, ge=0, le=65535, description="TFTP port (network boot issue).")
+
+
+class DnsSettings(BaseModel):
+    port: int = Field(53, ge=0, le=65535, description="DNS port (network boot issue).")
+
+
+class DhcpSettings(BaseModel):
+    interface: str | None = Field(None, description="DHCP stays off unless an interface is named.")
+
+
+class Settings(BaseSettings):
+    """All of the appliance's settings. See docs/configuration.md for every field."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", validate_default=True
+    )
+
+    home: Path = Field(Path("var"), description="State directory: database, certificates, backups, images.")
+    database_url: str | None = Field(None, description="SQLAlchemy URL; SQLite under home when unset.")
+    admin_password: SecretStr | None = Field(
+        None, description="Password for the Administrator created on first start."
+    )
+    node_name: str | None = Field(None, description="This appliance's name in task leases; from home if unset.")
+    api: ApiSettings = ApiSettings()
+    sessions: SessionSettings = SessionSettings()
+    tasks: TaskSettings = TaskSettings()
+    logging: LoggingSettings = LoggingSettings()
+    tftp: TftpSettings = TftpSettings()
+    dns: DnsSettings = DnsSettings()
+    dhcp: DhcpSettings = DhcpSettings()
+
+    @field_validator("home")
+    @classmethod
+    def _absolute_home(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
+
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            return normalise_database_url(self.database_url)
+        return f"sqlite:///{self.home / 'ingot.db'}"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, FlatContractSource(settings_cls), env_settings)
+
+
+class FlatContractSource(PydanticBaseSettingsSource):
+    """Reads the flat ``INGOT_HTTPS_PORT``-style names of the deployment contract."""
+
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str] | None = None) -> None:
+        super().__init__(settings_cls)
+        self._environ = os.environ if environ is None else environ
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # everything happens in __call__
+
+    def __call__(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for flat, path in FLAT_ENV.items():
+            raw = self._environ.get(ENV_PREFIX + flat)
+            if raw is None or raw == "":
+                continue
+            group = out.setdefault(path[0], {})
+            group[path[1]] = raw
+        return out
+
+
+def normalise_database_url(url: str) -> str:
+    """Use the psycopg 3 driver for plain ``postgresql://`` URLs."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Build the settings once: overrides > flat env > nested env > TOML file > defaults."""
+    if config_file is None:
+        return Settings(**overrides)
+    if not config_file.is_file():
+        raise FileNotFoundError(f"configuration file not found: {config_file}")
+
+    class _FromFile(Settings):
+        @classmethod
+        def settings_customise_sources(
+            cls,
+            settings_cls: type[BaseSettings],
+            init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource,
+            dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+        ) -> tuple[PydanticBaseSettingsSource, ...]:
+            return (
+                init_settings,
+                FlatContractSource(settings_cls),
+                env_settings,
+                TomlConfigSettingsSource(settings_cls, toml_file=config_file),
+            )
+
+    return _FromFile(**overrides)

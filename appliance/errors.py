@@ -1,0 +1,161 @@
+"""The appliance's error catalogue.
+
+Services raise these; the web layer (``web/errors.py``) turns them into OneView-style error bodies
+``{errorCode, message, details, recommendedActions, nestedErrors}`` and the task runner copies them
+into ``taskErrors``. Each error is a one-line subclass carrying its message format, its OneView
+``errorCode`` and its HTTP status, so that adding a failure mode never touches the translators.
+
+Messages are formatted from keyword arguments; never pass a secret as one.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class ApplianceError(Exception):
+    """Base of every error the appliance reports to a caller.
+
+    :param details: longer explanation shown under the message.
+    :param recommended_actions: what the caller can do about it.
+    :param nested: field-level problems (validation) as ``(field, message)`` pairs.
+    :param kwargs: values for ``msg_fmt``.
+    """
+
+    msg_fmt: ClassVar[str] = "An unexpected error occurred."
+    error_code: ClassVar[str] = "INTERNAL_ERROR"
+    http_status: ClassVar[int] = 500
+    default_actions: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        details: str = "",
+        recommended_actions: list[str] | None = None,
+        nested: list[tuple[str, str]] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self.kwargs = kwargs
+        self.message = message if message is not None else self.msg_fmt.format(**kwargs)
+        self.details = details
+        self.recommended_actions = (
+            list(recommended_actions) if recommended_actions is not None else list(self.default_actions)
+        )
+        self.nested = list(nested or [])
+        super().__init__(self.message)
+
+
+# --- 400 ---------------------------------------------------------------------------------------
+class InvalidInput(ApplianceError):
+    msg_fmt = "The request is not valid: {reason}"
+    error_code = "INVALID_INPUT"
+    http_status = 400
+
+
+class MalformedJson(InvalidInput):
+    msg_fmt = "The request body is not valid JSON."
+    error_code = "MALFORMED_JSON"
+
+
+class InvalidFilter(InvalidInput):
+    msg_fmt = "The filter or sort expression is not valid: {reason}"
+    error_code = "INVALID_FILTER"
+
+
+class UnsupportedApiVersion(InvalidInput):
+    msg_fmt = "X-API-Version {version} is not supported; use a version from {minimum} to {current}."
+    error_code = "UNSUPPORTED_VERSION"
+
+
+class WeakPassword(InvalidInput):
+    msg_fmt = "The password does not meet the policy: {reason}"
+    error_code = "PASSWORD_POLICY"
+
+
+# --- 401 / 403 ---------------------------------------------------------------------------------
+class AuthenticationFailed(ApplianceError):
+    msg_fmt = "Invalid user name or password."
+    error_code = "AUTHN_AUTH_FAIL"
+    http_status = 401
+    default_actions = ("Check the user name and password and try again.",)
+
+
+class SessionInvalid(ApplianceError):
+    msg_fmt = "The session is missing, expired or has been revoked."
+    error_code = "AUTHN_SESSION_INVALID"
+    http_status = 401
+    default_actions = ("Log in again with POST /rest/login-sessions and send the sessionID in the auth header.",)
+
+
+class Forbidden(ApplianceError):
+    msg_fmt = "User {user} with role {role} may not perform this action; it needs {required}."
+    error_code = "AUTHORIZATION_DENIED"
+    http_status = 403
+    default_actions = ("Ask an infrastructure administrator for a role with the needed rights.",)
+
+
+# --- 404 / 409 / 412 / 413 ---------------------------------------------------------------------
+class NotFound(ApplianceError):
+    msg_fmt = "The {kind} {ident} was not found."
+    error_code = "RESOURCE_NOT_FOUND"
+    http_status = 404
+
+
+class Conflict(ApplianceError):
+    msg_fmt = "The request conflicts with the current state: {reason}"
+    error_code = "RESOURCE_CONFLICT"
+    http_status = 409
+
+
+class AlreadyExists(Conflict):
+    msg_fmt = "A {kind} named {name} already exists."
+    error_code = "DUPLICATE_NAME"
+
+
+class InvalidTaskState(Conflict):
+    msg_fmt = "Task {task} is {state} and cannot be {action}."
+    error_code = "INVALID_TASK_STATE"
+
+
+class LastAdministrator(Conflict):
+    msg_fmt = "The last enabled infrastructure administrator cannot be removed, disabled or demoted."
+    error_code = "LAST_ADMINISTRATOR"
+
+
+class EtagMismatch(ApplianceError):
+    msg_fmt = "The resource was changed by someone else (eTag {given} does not match {current})."
+    error_code = "ETAG_MISMATCH"
+    http_status = 412
+    default_actions = ("GET the resource again, reapply your change and retry with the new eTag.",)
+
+
+class PayloadTooLarge(ApplianceError):
+    msg_fmt = "The request body exceeds the limit of {limit} bytes."
+    error_code = "PAYLOAD_TOO_LARGE"
+    http_status = 413
+
+
+# --- tasks -------------------------------------------------------------------------------------
+class TaskInterrupted(ApplianceError):
+    msg_fmt = (
+        "The appliance stopped while this task was running (runner {owner}); the work did not finish "
+        "and was not resumed."
+    )
+    error_code = "TASK_INTERRUPTED"
+    default_actions = ("Check the affected resource, then start the operation again.",)
+
+
+class TaskCancelled(ApplianceError):
+    msg_fmt = "Cancelled by {user}."
+    error_code = "TASK_CANCELLED"
+
+
+class UnknownTaskKind(ApplianceError):
+    msg_fmt = "No handler is installed for tasks of kind {kind}."
+    error_code = "TASK_KIND_UNKNOWN"
+
+
+class BackupFailed(ApplianceError):
+    msg_fmt = "The backup could not be written: {reason}"
+    error_code = "BACKUP_FAILED"

@@ -1,0 +1,9 @@
+"""SQLAlchemy models, one module per aggregate. Importing this package registers every table."""
+
+from appliance.models.alert import Alert
+from appliance.models.audit import AuditEntry
+from appliance.models.backup import Backup
+from appliance.models.task import Task, TaskProgress
+from appliance.models.user import ApiToken, LoginSession, User
+
+__all__ = ["Alert", "ApiToken", "AuditEntry", "Backup", "LoginSession", "Task", "TaskProgress", "User"]

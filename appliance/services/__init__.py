@@ -1,0 +1,1 @@
+"""Business rules, one service per aggregate. Services raise appliance.errors, never HTTP errors."""

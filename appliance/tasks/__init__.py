@@ -1,0 +1,1 @@
+"""Long work as persisted tasks: states, handlers and the leasing runner."""

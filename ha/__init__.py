@@ -1,0 +1,1 @@
+"""The active/standby appliance pair: leader lease, replication, fencing and takeover."""

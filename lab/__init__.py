@@ -1,0 +1,1 @@
+"""The emulated rack used by ``make demo`` and the end-to-end tests."""

@@ -1,0 +1,1 @@
+"""Request models (strict: unknown fields are errors) and response shapes, one module per aggregate."""

@@ -1,0 +1,1 @@
+"""The server-rendered web UI (Jinja2 templates, a little vanilla JS, no build step)."""
