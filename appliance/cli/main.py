@@ -1,0 +1,33 @@
+"""``ingot``: the top-level command and ``ingot serve``."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(help="Ingot provisioning appliance.", no_args_is_help=True, pretty_exceptions_enable=False)
+
+
+@app.callback()
+def _root() -> None:
+    """Ingot provisioning appliance: run it (serve) or drive a running one."""
+
+
+@app.command()
+def serve(
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="TOML settings file.")] = None,
+    ready_file: Annotated[Path | None, typer.Option(help="Write the bound ports here once listening.")] = None,
+) -> None:
+    """Run the appliance: HTTPS API and UI, HTTP boot listener and task runner, until SIGTERM."""
+    from appliance.config import load_settings
+    from appliance.server import serve as run_server
+
+    try:
+        settings = load_settings(config)
+    except (FileNotFoundError, ValueError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    asyncio.run(run_server(settings, ready_file=ready_file))

@@ -1,0 +1,1 @@
+"""Test helpers: a throwaway PostgreSQL server, a live appliance process, test task handlers."""
