@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
@@ -40,7 +40,13 @@ FLAT_ENV: dict[str, tuple[str, ...]] = {
 }
 
 
-class ApiSettings(BaseModel):
+class Group(BaseModel):
+    """A settings group: a misspelt key is an error, not a silently ignored default."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class ApiSettings(Group):
     """The HTTPS API/UI listener and the plain-HTTP boot listener."""
 
     bind_address: str = Field("0.0.0.0", description="Address both HTTP listeners bind to.")  # noqa: S104
@@ -55,7 +61,7 @@ class ApiSettings(BaseModel):
     minimum_version: int = Field(120, description="Oldest X-API-Version accepted (lets old scripts log in).")
 
 
-class SessionSettings(BaseModel):
+class SessionSettings(Group):
     """Login sessions (OneView ``auth`` header) and the UI cookie."""
 
     idle_timeout_s: int = Field(24 * 3600, ge=60, description="A session unused this long expires.")
@@ -64,7 +70,7 @@ class SessionSettings(BaseModel):
     )
 
 
-class TaskSettings(BaseModel):
+class TaskSettings(Group):
     """The task runner: concurrency and the database lease that lets another runner take over."""
 
     max_concurrent: int = Field(8, ge=1, description="Tasks one runner executes at once.")
@@ -73,20 +79,20 @@ class TaskSettings(BaseModel):
     max_attempts: int = Field(3, ge=1, description="A resumable task interrupted this often is failed instead.")
 
 
-class LoggingSettings(BaseModel):
+class LoggingSettings(Group):
     format: Literal["json", "text"] = Field("json", description="Structured JSON lines or plain text.")
     level: str = Field("INFO", description="Root log level.")
 
 
-class TftpSettings(BaseModel):
+class TftpSettings(Group):
     port: int = Field(69, ge=0, le=65535, description="TFTP port (network boot issue).")
 
 
-class DnsSettings(BaseModel):
+class DnsSettings(Group):
     port: int = Field(53, ge=0, le=65535, description="DNS port (network boot issue).")
 
 
-class DhcpSettings(BaseModel):
+class DhcpSettings(Group):
     interface: str | None = Field(None, description="DHCP stays off unless an interface is named.")
 
 

@@ -22,7 +22,7 @@ _DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
 
 MIN_PASSWORD_LENGTH = 8
 MAX_PASSWORD_LENGTH = 256
-TOKEN_PREFIX = "ingot_"
+TOKEN_PREFIX = "ingot_"  # noqa: S105 - a marker, not a secret
 
 
 def hash_password(password: str) -> str:

@@ -133,7 +133,7 @@ async def serve(settings: Settings, extra_handlers: Iterable[HandlerFactory] = (
                      api.bind_address, _bound_port(https), api.bind_address, _bound_port(boot))
             if ready_file is not None:
                 ready_file.write_text(f"{_bound_port(https)} {_bound_port(boot)}\n")
-            done, _ = await asyncio.wait([asyncio.create_task(stop.wait()), *jobs],
+            _done, _ = await asyncio.wait([asyncio.create_task(stop.wait()), *jobs],
                                          return_when=asyncio.FIRST_COMPLETED)
         log.info("shutting down")
     finally:

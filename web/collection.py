@@ -25,7 +25,7 @@ class CollectionParams:
 def collection_params(
     start: Annotated[str | None, Query()] = None,
     count: Annotated[str | None, Query()] = None,
-    filter: Annotated[list[str] | None, Query()] = None,  # noqa: A002 - OneView's parameter name
+    filter: Annotated[list[str] | None, Query()] = None,
     sort: Annotated[str | None, Query()] = None,
 ) -> CollectionParams:
     return CollectionParams(build_query(start, count, filter or [], sort), filter or [], sort)

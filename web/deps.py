@@ -67,9 +67,9 @@ def current_principal(request: Request, db: DbDep, ctx: AppDep) -> Principal:
     principal = AuthService(db, ctx.settings.sessions, ctx.clock).resolve(credential)
     # A cookie rides along on any request the browser makes, so a state-changing call through it
     # must also prove it came from our own page (CSRF token from the page, in a header).
-    if from_cookie and request.method not in SAFE_METHODS:
-        if request.headers.get(CSRF_HEADER) != principal.csrf_token or not principal.csrf_token:
-            raise SessionInvalid("The request did not carry this session's CSRF token.")
+    if (from_cookie and request.method not in SAFE_METHODS
+            and (not principal.csrf_token or request.headers.get(CSRF_HEADER) != principal.csrf_token)):
+        raise SessionInvalid("The request did not carry this session's CSRF token.")
     request.state.principal_name = principal.name
     return principal
 

@@ -48,7 +48,7 @@ class ApiMiddleware:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         path: str = scope["path"]
         method: str = scope["method"]
-        status = {"code": 500, "location": None}
+        status: dict[str, Any] = {"code": 500, "location": None}
 
         async def send_wrapper(message: Message) -> None:
             if message["type"] == "http.response.start":

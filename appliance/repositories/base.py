@@ -74,7 +74,7 @@ def _condition(fields: dict[str, Field], cond: Condition) -> ColumnElement[bool]
     if cond.op is Op.MATCHES:
         if spec.kind is not Kind.TEXT:
             raise InvalidFilter(reason=f"{cond.field}: matches works on text fields only")
-        return func.lower(column).like(cond.value.lower(), escape="\\")  # type: ignore[no-any-return]
+        return func.lower(column).like(cond.value.lower(), escape="\\")
     value = _coerce(spec, cond.field, cond.value)
     if spec.case_insensitive and spec.kind is Kind.TEXT:
         column, value = func.lower(column), value.lower()
@@ -91,10 +91,10 @@ def _condition(fields: dict[str, Field], cond: Condition) -> ColumnElement[bool]
 
 def paged(
     db: Session,
-    stmt: Select[tuple[T]],
+    stmt: Select[T],
     query: CollectionQuery,
     fields: dict[str, Field],
-    default_sort: tuple[InstrumentedAttribute[Any], ...],
+    default_sort: tuple[Any, ...],
 ) -> Page[T]:
     """Apply filter, count the total, then sort and slice."""
     for cond in query.conditions:

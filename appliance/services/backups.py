@@ -190,7 +190,7 @@ def _publish(temp: Path, final: Path) -> tuple[int, str]:
 
 def sweep_temp_files(home: Path, active_task_ids: set[str]) -> list[Path]:
     """Remove temp archives left by tasks that are no longer running (called at start)."""
-    removed = []
+    removed: list[Path] = []
     directory = backup_dir(home)
     if not directory.is_dir():
         return removed

@@ -22,7 +22,7 @@ from appliance.security import hash_password
 log = logging.getLogger(__name__)
 
 ADMINISTRATOR = "Administrator"  # OneView's default user, so HPE's SDK examples work as written
-INITIAL_PASSWORD_FILE = "initial-admin-password"
+INITIAL_PASSWORD_FILE = "initial-admin-password"  # noqa: S105 - a file name
 
 
 @dataclass(frozen=True)

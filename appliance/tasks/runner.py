@@ -22,6 +22,8 @@ through the wakeup) and ends the handler's coroutine; the task becomes Terminate
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import logging
 import uuid
 from datetime import timedelta
@@ -75,10 +77,8 @@ class TaskRunner:
                     await self._check_cancellations()
                 await self._claim()
                 timeout = min(self.settings.poll_interval_s, max(0.0, next_heartbeat - loop.time()))
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout=timeout)
-                except TimeoutError:
-                    pass
         finally:
             self.app.wakeup.detach()
 
@@ -114,15 +114,15 @@ class TaskRunner:
             ctx = TaskContext(self, task_id, owner, args, checkpoint, attempt)
             job = asyncio.create_task(self._execute(self.handlers[kind], ctx), name=f"task-{task_id}")
             self._running[task_id] = job
-            job.add_done_callback(lambda _j, tid=task_id: self._forget(tid))
+            job.add_done_callback(functools.partial(self._forget_job, task_id))
 
-    def _forget(self, task_id: str) -> None:
+    def _forget_job(self, task_id: str, _job: asyncio.Task[None]) -> None:
         self._running.pop(task_id, None)
         self._why.pop(task_id, None)
         self._wake.set()  # a slot is free
 
     def _claim_sync(self, limit: int) -> list[tuple[str, str, str, dict[str, Any], dict[str, Any], int]]:
-        started = []
+        started: list[tuple[str, str, str, dict[str, Any], dict[str, Any], int]] = []
         now = self.app.clock()
         expires = now + timedelta(seconds=self.settings.lease_ttl_s)
         with unit_of_work(self.app.session_factory) as db:
@@ -168,6 +168,7 @@ class TaskRunner:
     def _close_abandoned(
         self, db: Session, repo: TaskRepository, task: Task, decision: str, expires: Any
     ) -> None:
+        previous_owner = task.lease_owner  # before the claim below replaces it with ours
         if not repo.try_claim(task, self.owner, expires, {}):
             return
         db.refresh(task)
@@ -179,9 +180,8 @@ class TaskRunner:
             error = TaskCancelled(user=task.cancel_requested_by or "?")
             state = TaskState.TERMINATED
         else:
-            error = TaskInterrupted(owner=task.lease_owner or "?")
+            error = TaskInterrupted(owner=previous_owner or "?")
             state = TaskState.ERROR
-        previous_owner = task.lease_owner
         self._finish_row(db, task, state, error.message, [error_entry(error)])
         self._fail_open_phases(db, task.id, error)
         if decision == "interrupted":
@@ -221,8 +221,8 @@ class TaskRunner:
         if why == "lost":
             log.warning("task %s: lease lost to another runner; stopped without writing", ctx.task_id)
         elif why.startswith("cancel:"):
-            error = TaskCancelled(user=why.removeprefix("cancel:"))
-            await self._finish(ctx, TaskState.TERMINATED, error.message, [error_entry(error)])
+            cancelled = TaskCancelled(user=why.removeprefix("cancel:"))
+            await self._finish(ctx, TaskState.TERMINATED, cancelled.message, [error_entry(cancelled)])
         elif handler.resumable:
             await asyncio.to_thread(self._release_sync, ctx.task_id)
         else:

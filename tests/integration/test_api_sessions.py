@@ -85,7 +85,7 @@ def test_revoked_session_is_refused(api: TestClient, admin_headers: dict[str, st
     other = login(api)
     sessions = api.get("/rest/login-sessions", headers=admin_headers).json()["members"]
     assert len(sessions) == 2
-    target = [s for s in sessions if s["id"]][0]["id"]
+    target = next(s for s in sessions if s["id"])["id"]
     assert api.delete(f"/rest/login-sessions/{target}", headers=admin_headers).status_code == 204
     statuses = {api.get("/rest/tasks", headers=h).status_code for h in (admin_headers, other)}
     assert statuses == {200, 401}

@@ -18,11 +18,12 @@ ADMIN_PASSWORD = "Adm1n-test-pass"
 
 class LiveAppliance:
     def __init__(self, home: Path, database_url: str | None, extra_env: dict[str, str] | None = None,
-                 with_test_handlers: bool = True) -> None:
+                 with_test_handlers: bool = True, serve_args: tuple[str, ...] = ()) -> None:
         self.home = home
         self.database_url = database_url
         self.extra_env = extra_env or {}
         self.with_test_handlers = with_test_handlers
+        self.serve_args = serve_args  # extra `ingot serve` options (plain serve only)
         self.proc: subprocess.Popen[bytes] | None = None
         self.https_port = 0
         self.http_port = 0
@@ -61,7 +62,8 @@ class LiveAppliance:
         if self.with_test_handlers:
             argv = [sys.executable, "-m", "tests.support.serve", str(ready)]
         else:
-            argv = [str(Path(sys.executable).with_name("ingot")), "serve", "--ready-file", str(ready)]
+            argv = [str(Path(sys.executable).with_name("ingot")), "serve", *self.serve_args,
+                    "--ready-file", str(ready)]
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(argv, env=self.env(), cwd=REPO, stdout=self._log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout

@@ -13,7 +13,7 @@ from web.schemas.common import Strict, resource_header, ts
 class AlertUpdate(Strict):
     alert_state: Literal["Active", "Locked", "Cleared"] = Field(alias="alertState")
     notes: str | None = Field(None, max_length=1024)  # accepted for OneView compatibility
-    eTag: str | None = None  # noqa: N815 - OneView field name; If-Match is what we check
+    eTag: str | None = None
 
 
 def alert_public(alert: Alert) -> dict[str, Any]:

@@ -52,7 +52,7 @@ class UserUpdate(Strict):
     user_name: str | None = Field(None, alias="userName")  # echoed back by GET-merge-PUT clients
     type: str | None = None
     uri: str | None = None
-    eTag: str | None = None  # noqa: N815
+    eTag: str | None = None
 
     def chosen_role(self) -> Role | None:
         if self.role is not None:

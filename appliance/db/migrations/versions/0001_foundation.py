@@ -1,15 +1,13 @@
 """foundation: users, sessions, tokens, tasks, alerts, audit, backups
 
 Revision ID: 0001
-Revises: 
+Revises:
 Create Date: 2026-11-23
 """
 from __future__ import annotations
 
 import sqlalchemy as sa
 from alembic import op
-
-
 
 revision = '0001'
 down_revision = None
