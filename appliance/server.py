@@ -23,8 +23,8 @@ from appliance.context import AppContext
 from appliance.db import migrate
 from appliance.db.session import make_engine, make_session_factory, unit_of_work
 from appliance.models import Task
+from appliance.periodics import housekeeping
 from appliance.services.alerts import AlertService
-from appliance.services.auth import AuthService
 from appliance.services.backups import sweep_temp_files
 from appliance.services.users import UserService
 from appliance.tasks.handlers import HandlerFactory, discover_handlers
@@ -61,7 +61,6 @@ def prepare(settings: Settings) -> AppContext:
     with unit_of_work(ctx.session_factory) as db:
         password = settings.admin_password.get_secret_value() if settings.admin_password else None
         UserService(db, ctx.clock).ensure_administrator(password, settings.home)
-        AuthService(db, settings.sessions, ctx.clock).purge_expired()
         active = set(db.scalars(select(Task.id).where(Task.state.in_([s.value for s in ACTIVE_STATES]))))
     for path in sweep_temp_files(settings.home, active):
         log.info("removed leftover temp file %s", path)
@@ -123,6 +122,7 @@ async def serve(settings: Settings, extra_handlers: Iterable[HandlerFactory] = (
 
     jobs = [asyncio.create_task(https.serve(), name="https"), asyncio.create_task(boot.serve(), name="http-boot"),
             asyncio.create_task(runner.run(), name="task-runner")]
+    chores = asyncio.create_task(housekeeping(ctx), name="housekeeping")
     try:
         while not (https.started and boot.started):
             if any(job.done() for job in jobs):
@@ -137,6 +137,7 @@ async def serve(settings: Settings, extra_handlers: Iterable[HandlerFactory] = (
                                          return_when=asyncio.FIRST_COMPLETED)
         log.info("shutting down")
     finally:
+        chores.cancel()
         await runner.stop()
         https.should_exit = boot.should_exit = True
         results = await asyncio.gather(*jobs, return_exceptions=True)

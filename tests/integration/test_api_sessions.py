@@ -89,3 +89,23 @@ def test_revoked_session_is_refused(api: TestClient, admin_headers: dict[str, st
     assert api.delete(f"/rest/login-sessions/{target}", headers=admin_headers).status_code == 204
     statuses = {api.get("/rest/tasks", headers=h).status_code for h in (admin_headers, other)}
     assert statuses == {200, 401}
+
+
+def test_housekeeping_purges_expired_sessions(ctx, admin: str) -> None:  # type: ignore[no-untyped-def]
+    from sqlalchemy import func, select
+
+    from appliance.db.session import unit_of_work
+    from appliance.models import LoginSession
+    from appliance.periodics import purge_expired_sessions
+    from appliance.services.auth import AuthService
+
+    clock = FakeClock()
+    ctx.clock = clock
+    with unit_of_work(ctx.session_factory) as db:
+        AuthService(db, ctx.settings.sessions, clock).login("Administrator", admin)
+    clock.advance(seconds=10)
+    assert purge_expired_sessions(ctx) == 0
+    clock.advance(seconds=ctx.settings.sessions.idle_timeout_s)
+    assert purge_expired_sessions(ctx) == 1
+    with unit_of_work(ctx.session_factory) as db:
+        assert db.scalar(select(func.count()).select_from(LoginSession)) == 0
