@@ -103,7 +103,7 @@ class ApiMiddleware:
                 return UnsupportedApiVersion(version=raw[:16], minimum=self.settings.minimum_version,
                                              current=self.settings.current_version)
         length = headers.get("content-length")
-        if length is not None and not path.startswith(self.unlimited_prefixes or ("\0",)):
+        if length is not None and not self._unlimited(path):
             try:
                 too_big = int(length) > self.settings.max_body_bytes
             except ValueError:
@@ -112,8 +112,11 @@ class ApiMiddleware:
                 return PayloadTooLarge(limit=self.settings.max_body_bytes)
         return None
 
+    def _unlimited(self, path: str) -> bool:
+        return any(path.startswith(prefix) for prefix in self.unlimited_prefixes)
+
     def _limited_receive(self, receive: Receive, path: str) -> Receive:
-        if self.unlimited_prefixes and path.startswith(self.unlimited_prefixes):
+        if self._unlimited(path):
             return receive
         limit = self.settings.max_body_bytes
         seen = 0

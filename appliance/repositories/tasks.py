@@ -31,7 +31,6 @@ TASK_FIELDS = {
     "associatedResource.resourceUri": Field(Task.resource_uri),
     "associatedResource.resourceName": Field(Task.resource_name, case_insensitive=True),
     "associatedResource.resourceCategory": Field(Task.resource_category),
-    "parentTaskUri": Field(Task.parent_id),  # compared against the id; see TaskService.list
     "kind": Field(Task.kind),
 }
 
@@ -40,11 +39,8 @@ class TaskRepository:
     def __init__(self, db: Session) -> None:
         self.db = db
 
-    def page(self, query: CollectionQuery, top_level_only: bool = False) -> Page[Task]:
-        stmt = select(Task)
-        if top_level_only:
-            stmt = stmt.where(Task.parent_id.is_(None))
-        return paged(self.db, stmt, query, TASK_FIELDS, (Task.created.desc(), Task.id))
+    def page(self, query: CollectionQuery) -> Page[Task]:
+        return paged(self.db, select(Task), query, TASK_FIELDS, (Task.created.desc(), Task.id))
 
     def get(self, task_id: str) -> Task | None:
         return self.db.get(Task, task_id)

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from sqlalchemy.orm import Session
 
 from appliance.clock import Clock, system_clock
 from appliance.config import SessionSettings
 from appliance.errors import AuthenticationFailed, Forbidden, InvalidInput, NotFound, SessionInvalid
-from appliance.models import ApiToken, LoginSession, User
+from appliance.models import ApiToken, LoginSession
 from appliance.repositories.users import SessionRepository, TokenRepository, UserRepository
 from appliance.roles import Role
 from appliance.security import TOKEN_PREFIX, digest, new_api_token, new_session_id, verify_password
@@ -159,10 +159,3 @@ class AuthService:
             principal.require(Role.INFRASTRUCTURE_ADMINISTRATOR)
         self.tokens.delete(row)
 
-
-def session_user(row: LoginSession) -> User:
-    return row.user
-
-
-def expires_in(row: LoginSession, now: datetime) -> float:
-    return max(0.0, (row.expires - now).total_seconds())

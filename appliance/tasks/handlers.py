@@ -89,7 +89,6 @@ class TaskContext:
         self.attempt = attempt
         self.result: ResourceRef | None = None
         self._percent = 0
-        self._phase_span: tuple[int, int] | None = None
 
     @property
     def uri(self) -> str:

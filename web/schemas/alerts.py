@@ -20,7 +20,7 @@ def alert_public(alert: Alert) -> dict[str, Any]:
     body = resource_header(
         "AlertResourceV3", "alerts", f"/rest/alerts/{alert.id}", alert.id, alert.alert_type, alert.etag,
         alert.created, alert.modified, description=alert.description, state=alert.state,
-        status=alert.severity if alert.severity != "OK" else "OK",
+        status=alert.severity,
     )
     body.update({
         "alertState": alert.state,
