@@ -11,6 +11,7 @@ it and exit 0 once the job succeeded, non-zero if any step failed.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -96,17 +97,17 @@ def _run(proc: subprocess.Popen[bytes], ready: Path, env: dict[str, str], home: 
 
     console.rule("[bold]Log in")
     console.print(f"Web UI and REST API: [bold]{url}/ui/[/bold]  (self-signed certificate)")
-    console.print(f"User: [bold]Administrator[/bold]  Password: {'from INGOT_ADMIN_PASSWORD' if env.get('INGOT_ADMIN_PASSWORD') else 'in ' + str(home / 'initial-admin-password')}")
+    where = ("from INGOT_ADMIN_PASSWORD" if env.get("INGOT_ADMIN_PASSWORD")
+             else f"in {home / 'initial-admin-password'}")
+    console.print(f"User: [bold]Administrator[/bold]  Password: {where}")
     console.print(f"CLI: .venv/bin/ingot login --host {url} --insecure")
     console.print(f"Boot listener (plain HTTP): http://127.0.0.1:{http_port}/")
     if not ok:
         return 1
     if sys.stdin.isatty():
         console.print("The appliance keeps running; press Ctrl-C to stop it.")
-        try:
+        with contextlib.suppress(KeyboardInterrupt):
             proc.wait()
-        except KeyboardInterrupt:
-            pass
     return 0
 
 
