@@ -1,4 +1,5 @@
-"""``ingot``: the top-level command and ``ingot serve``."""
+"""``ingot``: the top-level command, ``ingot serve``, and the client command groups that drive a
+running appliance over its REST API (see appliance/cli/errors.py for the exit codes)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+
+from appliance.cli import alerts, auth, backups, tasks, tokens, users
 
 app = typer.Typer(help="Ingot provisioning appliance.", no_args_is_help=True, pretty_exceptions_enable=False)
 
@@ -31,3 +34,12 @@ def serve(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     asyncio.run(run_server(settings, ready_file=ready_file))
+
+
+app.command()(auth.login)
+app.command()(auth.logout)
+app.add_typer(tasks.app, name="tasks")
+app.add_typer(alerts.app, name="alerts")
+app.add_typer(users.app, name="users")
+app.add_typer(tokens.app, name="tokens")
+app.add_typer(backups.app, name="backups")

@@ -1,0 +1,124 @@
+"""``ingot backups``: create (a task, watched by default), list, download."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from appliance.cli.client import ApiClient, decode, segment
+from appliance.cli.errors import CliError, UsageError
+from appliance.cli.output import Column, JsonOption, note, print_collection, print_json, print_resource, size, when
+from appliance.cli.progress import download_progress, has_failed, report_tasks, task_id_of, watch_tasks
+
+app = typer.Typer(help="Appliance backups (administrators).", no_args_is_help=True)
+
+BACKUP_COLUMNS = (
+    Column("ID", "id", no_wrap=True),
+    Column("Name", "name"),
+    Column("Size", lambda b: size(b.get("fileSize")), justify="right", no_wrap=True),
+    Column("Created", lambda b: when(b.get("created")), no_wrap=True, drop=1),
+    Column("By", "createdBy", drop=2),
+)
+BACKUP_FIELDS = (
+    Column("ID", "id"),
+    Column("Name", "name"),
+    Column("File", "fileName"),
+    Column("Size", lambda b: size(b.get("fileSize"))),
+    Column("SHA-256", "sha256"),
+    Column("Created", lambda b: when(b.get("created"))),
+    Column("Created by", "createdBy"),
+    Column("Schema", "schemaRevision"),
+    Column("Download", "downloadUri"),
+)
+_CHUNK = 1 << 16
+
+
+@app.command()
+def create(
+    wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Follow the task and show the backup.")] = True,
+    as_json: JsonOption = False,
+) -> None:
+    """Write a backup of the appliance database (as a task)."""
+    with ApiClient.connect() as client:
+        response = client.post("/rest/backups", {})
+        task: dict[str, Any] = decode(response)
+        task_id = task_id_of(response.headers.get("location") or str(task.get("id", "")))
+        if not wait:
+            if as_json:
+                print_json(task)
+            else:
+                note(f"Backup started: task {task_id}. Follow it with `ingot tasks watch {task_id}`.")
+            return
+        (task,) = watch_tasks(client, [task_id])
+        if has_failed(task):
+            raise typer.Exit(report_tasks([task]))
+        backup_uri = (task.get("associatedResource") or {}).get("resourceUri")
+        if not backup_uri:
+            raise CliError(f"Task {task_id} finished but names no backup.")
+        backup = client.get(backup_uri)
+    print_resource(backup, BACKUP_FIELDS, as_json=as_json)
+
+
+@app.command("list")
+def list_backups(as_json: JsonOption = False) -> None:
+    """List backups, newest first."""
+    with ApiClient.connect() as client:
+        body = client.get("/rest/backups", {"sort": "created:descending"})
+    print_collection(body, BACKUP_COLUMNS, as_json=as_json, empty="No backups.")
+
+
+@app.command()
+def download(
+    backup_id: Annotated[str, typer.Argument(help="Backup ID.")],
+    output: Annotated[Path | None, typer.Option(
+        "--output", "-o", help="File or directory to write [default: the backup's file name, here].")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing file.")] = False,
+) -> None:
+    """Download a backup archive; it is checked against its SHA-256 before it gets its name."""
+    with ApiClient.connect() as client:
+        backup = client.get(f"/rest/backups/{segment(backup_id)}")
+        file_name = Path(str(backup.get("fileName") or f"{backup_id}.tar.gz")).name  # never a path from the server
+        destination = output / file_name if output is not None and output.is_dir() else output or Path(file_name)
+        if destination.exists() and not force:
+            raise UsageError(f"{destination} exists.", hints=["Pass --force to replace it, or -o another name."])
+        written = _fetch(client, str(backup["downloadUri"]), destination, backup.get("fileSize"), backup.get("sha256"))
+    note(f"Saved {backup.get('name')} ({size(written)}) to {destination}.")
+
+
+def _fetch(client: ApiClient, uri: str, destination: Path, expected_size: Any, expected_sha256: Any) -> int:
+    """Stream ``uri`` into a temporary file next to ``destination`` (mode 0600: archives hold
+    password hashes), verify it, then rename it into place."""
+    directory = destination.parent if str(destination.parent) else Path()
+    if not directory.is_dir():
+        raise UsageError(f"The directory {directory} does not exist.")
+    fd, temp_name = tempfile.mkstemp(dir=directory, prefix=f".{destination.name}.", suffix=".part")
+    temp = Path(temp_name)
+    digest = hashlib.sha256()
+    written = 0
+    try:
+        with os.fdopen(fd, "wb") as handle, client.stream(uri) as response, download_progress() as progress:
+            total = int(response.headers.get("content-length") or expected_size or 0) or None
+            bar = progress.add_task(destination.name, total=total)
+            for chunk in response.iter_bytes(_CHUNK):
+                handle.write(chunk)
+                digest.update(chunk)
+                written += len(chunk)
+                progress.advance(bar, len(chunk))
+            handle.flush()
+            os.fsync(handle.fileno())
+        if isinstance(expected_size, int) and written != expected_size:
+            raise CliError(f"The download is {written} bytes; the backup has {expected_size}. Nothing was saved.")
+        if isinstance(expected_sha256, str) and expected_sha256 and digest.hexdigest() != expected_sha256:
+            raise CliError("The download does not match the backup's SHA-256. Nothing was saved.")
+        os.replace(temp, destination)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            temp.unlink()
+        raise
+    return written
