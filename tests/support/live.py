@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import BinaryIO
 
 import httpx
 
@@ -28,7 +29,7 @@ class LiveAppliance:
         self.https_port = 0
         self.http_port = 0
         self.log_path = home / "appliance.log"
-        self._log = None
+        self._log: BinaryIO | None = None
 
     @property
     def url(self) -> str:
