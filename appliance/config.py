@@ -96,6 +96,35 @@ class DhcpSettings(Group):
     interface: str | None = Field(None, description="DHCP stays off unless an interface is named.")
 
 
+class BmcSettings(Group):
+    """How Ingot talks to BMCs: patience, pacing and when to stop trying (issue: power control)."""
+
+    timeout_s: float = Field(10.0, gt=0, description="One BMC command (including login) gives up after this long.")
+    retries: int = Field(2, ge=0, description="Retries of a retryable failure (timeout, dropped session).")
+    backoff_s: float = Field(0.5, ge=0, description="First retry delay; doubles each retry, with jitter.")
+    min_interval_s: float = Field(
+        0.0, ge=0, description="Least time between two commands to the same BMC (slow firmware)."
+    )
+    per_bmc_concurrency: int = Field(1, ge=1, description="Commands in flight to one BMC at once.")
+    circuit_failures: int = Field(3, ge=1, description="Failures in a row after which a BMC is left alone.")
+    circuit_reset_s: float = Field(60.0, gt=0, description="How long a BMC is left alone before one trial call.")
+    verify_timeout_s: float = Field(
+        120.0, gt=0, description="How long a power or boot change may take to show on the BMC."
+    )
+    verify_poll_s: float = Field(1.0, gt=0, description="Interval between verification reads.")
+    sync_interval_s: float = Field(
+        300.0, ge=0, description="Fleet power-state sync period; 0 turns the periodic sync off."
+    )
+    sync_parallelism: int = Field(64, ge=1, description="BMCs queried at once by a sweep.")
+    worker_threads: int = Field(
+        128, ge=4, description="Threads that run blocking BMC library calls (never the event loop)."
+    )
+    discovery_timeout_s: float = Field(1.0, gt=0, description="How long discovery waits for each address.")
+    discovery_max_addresses: int = Field(
+        4096, ge=1, description="Largest CIDR (in addresses) a discovery scan accepts."
+    )
+
+
 class Settings(BaseSettings):
     """All of the appliance's settings. See docs/configuration.md for every field."""
 
@@ -116,6 +145,7 @@ class Settings(BaseSettings):
     tftp: TftpSettings = TftpSettings()
     dns: DnsSettings = DnsSettings()
     dhcp: DhcpSettings = DhcpSettings()
+    bmc: BmcSettings = BmcSettings()
 
     @field_validator("home")
     @classmethod

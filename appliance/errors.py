@@ -159,3 +159,47 @@ class UnknownTaskKind(ApplianceError):
 class BackupFailed(ApplianceError):
     msg_fmt = "The backup could not be written: {reason}"
     error_code = "BACKUP_FAILED"
+
+
+# --- BMCs and drivers --------------------------------------------------------------------------
+class BmcError(ApplianceError):
+    """A BMC did not do what was asked. ``retryable`` tells the driver policy whether to try again."""
+
+    msg_fmt = "The BMC at {bmc} failed: {reason}"
+    error_code = "BMC_ERROR"
+    http_status = 502
+    retryable: ClassVar[bool] = True
+    default_actions = ("Check that the BMC is reachable from the appliance and retry.",)
+
+
+class BmcAuthError(BmcError):
+    msg_fmt = "The BMC at {bmc} rejected the credentials: {reason}"
+    error_code = "BMC_AUTH_FAILED"
+    retryable = False
+    default_actions = ("Check the BMC user name and password, then add or refresh the server again.",)
+
+
+class BmcConnectionError(BmcError):
+    msg_fmt = "The BMC at {bmc} did not answer: {reason}"
+    error_code = "BMC_UNREACHABLE"
+    default_actions = ("Check the BMC's address, port and network cabling, and that IPMI/Redfish over LAN is enabled.",)
+
+
+class BmcCircuitOpen(BmcConnectionError):
+    msg_fmt = "The BMC at {bmc} is not being contacted for {seconds:.0f} s after {failures} failures in a row."
+    error_code = "BMC_CIRCUIT_OPEN"
+    retryable = False
+    default_actions = ("Fix the BMC's reachability; Ingot tries it again when the pause ends or on a refresh.",)
+
+
+class BmcVerifyFailed(BmcError):
+    msg_fmt = "The BMC at {bmc} accepted the command but the server did not reach {expected} (it reports {actual})."
+    error_code = "BMC_VERIFY_FAILED"
+    retryable = False
+
+
+class BmcUnsupported(BmcError):
+    msg_fmt = "The {driver} driver cannot {action} on {bmc}."
+    error_code = "BMC_UNSUPPORTED"
+    http_status = 400
+    retryable = False
