@@ -6,12 +6,18 @@ from __future__ import annotations
 import asyncio
 import threading
 from dataclasses import dataclass, field
+from functools import cached_property
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
 
 from appliance.clock import Clock, system_clock
 from appliance.config import Settings
 from appliance.db.session import SessionFactory
+from appliance.secretbox import SecretBox
+
+if TYPE_CHECKING:
+    from appliance.drivers.pool import BmcPool
 
 
 class Wakeup:
@@ -47,3 +53,16 @@ class AppContext:
     node_name: str
     clock: Clock = system_clock
     wakeup: Wakeup = field(default_factory=Wakeup)
+
+    @cached_property
+    def secrets(self) -> SecretBox:
+        """Encrypts credentials at rest (key under INGOT_HOME)."""
+        return SecretBox.for_home(self.settings.home)
+
+    @cached_property
+    def bmcs(self) -> BmcPool:
+        """The process-wide BMC driver pool; built on first use so processes without BMC work
+        (the CLI, most tests) start no worker threads."""
+        from appliance.drivers.pool import BmcPool  # here, not at the top: keeps pyghmi out of light imports
+
+        return BmcPool(self.settings.bmc)

@@ -9,6 +9,7 @@ import logging
 from appliance.context import AppContext
 from appliance.db.session import unit_of_work
 from appliance.services.auth import AuthService
+from appliance.services.server_hardware import ServerHardwareService
 
 log = logging.getLogger(__name__)
 
@@ -28,3 +29,26 @@ async def housekeeping(ctx: AppContext, interval_s: float = 300.0) -> None:
         except Exception:
             log.exception("housekeeping round failed")
         await asyncio.sleep(interval_s)
+
+
+def queue_power_sync(ctx: AppContext) -> str:
+    """Queue a fleet power sweep as an appliance task, unless one is already queued or running."""
+    with unit_of_work(ctx.session_factory) as db:
+        task = ServerHardwareService(db, ctx.secrets, ctx.clock).start_power_sync("appliance", task_type="Appliance")
+        task_id = task.id
+    ctx.wakeup.notify()
+    return task_id
+
+
+async def power_sync(ctx: AppContext) -> None:
+    """Sweep the fleet's power state every ``bmc.sync_interval_s``. The sweep itself is a task, so
+    it shows with progress in the UI, runs on whichever appliance claims it, and one at a time."""
+    interval = ctx.settings.bmc.sync_interval_s
+    if interval <= 0:
+        return
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await asyncio.to_thread(queue_power_sync, ctx)
+        except Exception:
+            log.exception("could not queue the power sync")

@@ -23,7 +23,7 @@ from appliance.context import AppContext
 from appliance.db import migrate
 from appliance.db.session import make_engine, make_session_factory, unit_of_work
 from appliance.models import Task
-from appliance.periodics import housekeeping
+from appliance.periodics import housekeeping, power_sync
 from appliance.services.alerts import AlertService
 from appliance.services.backups import sweep_temp_files
 from appliance.services.users import UserService
@@ -122,7 +122,8 @@ async def serve(settings: Settings, extra_handlers: Iterable[HandlerFactory] = (
 
     jobs = [asyncio.create_task(https.serve(), name="https"), asyncio.create_task(boot.serve(), name="http-boot"),
             asyncio.create_task(runner.run(), name="task-runner")]
-    chores = asyncio.create_task(housekeeping(ctx), name="housekeeping")
+    chores = [asyncio.create_task(housekeeping(ctx), name="housekeeping"),
+              asyncio.create_task(power_sync(ctx), name="power-sync")]
     try:
         while not (https.started and boot.started):
             if any(job.done() for job in jobs):
@@ -137,8 +138,11 @@ async def serve(settings: Settings, extra_handlers: Iterable[HandlerFactory] = (
                                          return_when=asyncio.FIRST_COMPLETED)
         log.info("shutting down")
     finally:
-        chores.cancel()
+        for chore in chores:
+            chore.cancel()
         await runner.stop()
+        if "bmcs" in ctx.__dict__:  # the driver pool was built: log out of BMC sessions
+            await ctx.bmcs.close()
         https.should_exit = boot.should_exit = True
         results = await asyncio.gather(*jobs, return_exceptions=True)
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -29,6 +29,7 @@ from appliance.roles import Role
 from appliance.services.users import UserService
 from tests.support.live import ADMIN_PASSWORD, LiveAppliance
 from tests.support.postgres import PostgresServer
+from tests.support.runner import runner  # noqa: F401 - fixture for every test module
 from web.app import create_app
 
 BACKENDS = ("sqlite", "postgresql")

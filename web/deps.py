@@ -11,6 +11,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
+from starlette.requests import HTTPConnection
 
 from appliance.context import AppContext
 from appliance.errors import SessionInvalid
@@ -50,7 +51,7 @@ def db_session(ctx: AppDep) -> Iterator[Session]:
 DbDep = Annotated[Session, Depends(db_session)]
 
 
-def credential_from(request: Request) -> tuple[str | None, bool]:
+def credential_from(request: HTTPConnection) -> tuple[str | None, bool]:
     """(credential, from_cookie). The OneView ``auth`` header wins, then a Bearer token, then the
     UI cookie."""
     header = request.headers.get("auth")

@@ -65,8 +65,12 @@ class BmcTarget:
 
     @property
     def key(self) -> str:
-        """Identity of the BMC for pooling, pacing and the circuit breaker."""
-        return f"{self.driver}://{self.address}:{self.port or ''}"
+        return bmc_key(self.driver, self.address, self.port)
+
+
+def bmc_key(driver: str, address: str, port: int | None) -> str:
+    """Identity of a BMC for pooling, pacing and the circuit breaker."""
+    return f"{driver}://{address}:{port or ''}"
 
 
 @dataclass(frozen=True)

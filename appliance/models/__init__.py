@@ -3,7 +3,10 @@
 from appliance.models.alert import Alert
 from appliance.models.audit import AuditEntry
 from appliance.models.backup import Backup
+from appliance.models.server_hardware import ServerHardware
 from appliance.models.task import Task, TaskProgress
 from appliance.models.user import ApiToken, LoginSession, User
 
-__all__ = ["Alert", "ApiToken", "AuditEntry", "Backup", "LoginSession", "Task", "TaskProgress", "User"]
+__all__ = [
+    "Alert", "ApiToken", "AuditEntry", "Backup", "LoginSession", "ServerHardware", "Task", "TaskProgress", "User",
+]

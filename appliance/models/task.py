@@ -43,6 +43,8 @@ class Task(ResourceMixin, Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     cancel_requested_by: Mapped[str | None] = mapped_column(String(64), default=None)
     checkpoint: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # Results too rich for associatedResource (e.g. what a discovery scan found): OneView ``data``.
+    data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
 
     progress: Mapped[list[TaskProgress]] = relationship(
         back_populates="task", cascade="all, delete-orphan", order_by="TaskProgress.seq"

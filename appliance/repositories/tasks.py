@@ -54,6 +54,10 @@ class TaskRepository:
         self.db.flush()
         return task
 
+    def active_of_kind(self, kind: str) -> list[Task]:
+        stmt = select(Task).where(Task.kind == kind, Task.state.in_(ACTIVE_STATES), Task.parent_id.is_(None))
+        return list(self.db.scalars(stmt))
+
     def count_by_state(self) -> dict[str, int]:
         rows = self.db.execute(select(Task.state, func.count()).group_by(Task.state))
         return {state: int(n) for state, n in rows}

@@ -88,6 +88,7 @@ class TaskContext:
         self.checkpoint = dict(checkpoint)
         self.attempt = attempt
         self.result: ResourceRef | None = None
+        self.data: dict[str, Any] | None = None
         self._percent = 0
 
     @property
@@ -109,6 +110,10 @@ class TaskContext:
     def set_result(self, uri: str | None, name: str | None, category: str | None) -> None:
         """The resource the task produced; the SDK GETs its URI once the task completes."""
         self.result = ResourceRef(uri=uri, name=name, category=category)
+
+    def set_data(self, data: dict[str, Any]) -> None:
+        """Structured output stored with the task (its ``data`` field) when it finishes."""
+        self.data = dict(data)
 
     async def run_sync(self, fn: Callable[..., T], *args: Any) -> T:
         """Run blocking work (database, files, subprocess waits) in a worker thread."""

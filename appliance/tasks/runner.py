@@ -242,6 +242,8 @@ class TaskRunner:
                     task.resource_uri = ctx.result.uri
                     task.resource_name = ctx.result.name
                     task.resource_category = ctx.result.category
+                if ctx.data is not None:
+                    task.data = ctx.data
                 if percent is not None:
                     task.percent_complete = percent
                 self._finish_row(db, task, state, status, errors)

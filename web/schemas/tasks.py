@@ -29,6 +29,7 @@ def task_public(task: Task, children: list[Task] | None = None) -> dict[str, Any
         "taskType": task.task_type,
         "kind": task.kind,
         "taskErrors": task.errors or [],
+        "data": task.data or {},
         "progressUpdates": [
             {"id": p.seq, "timestamp": ts(p.timestamp), "statusUpdate": p.status_update}
             for p in task.progress
