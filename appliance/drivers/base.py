@@ -31,18 +31,17 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import itertools
 import logging
 import math
 import random
 import re
-import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, Protocol, TypeVar
 
+from appliance.drivers.threads import DaemonThreadPool
 from appliance.drivers.types import BmcTarget, BootSetting, Inventory, PowerAction, PowerState
 from appliance.errors import (
     BmcAuthError,
@@ -94,19 +93,15 @@ class DriverPolicy:
         )
 
 
-def make_bmc_executor(threads: int) -> concurrent.futures.ThreadPoolExecutor:
+def make_bmc_executor(threads: int) -> DaemonThreadPool:
     """The pool that runs blocking BMC library calls, threads named ``bmc-N``.
 
     asyncio's default pool has ``min(32, cpus + 4)`` threads (6 here): far too few for a sweep
     over hundreds of BMCs, each call of which mostly waits on the network. A call abandoned
-    after its timeout keeps its thread until the library gives up, so size generously.
+    after its timeout keeps its thread until the library gives up, so size generously; the
+    threads are daemons so such a call never delays the appliance's exit.
     """
-    counter = itertools.count()
-
-    def _name_thread() -> None:
-        threading.current_thread().name = f"bmc-{next(counter)}"
-
-    return concurrent.futures.ThreadPoolExecutor(max_workers=threads, initializer=_name_thread)
+    return DaemonThreadPool(threads, name="bmc")
 
 
 # --- circuit breaker ---------------------------------------------------------------------------
@@ -400,7 +395,7 @@ class BmcDriver(ABC):
 
     def _open_console(self, feed: ConsoleFeed) -> ConsoleIO:
         """Start SOL, delivering output to ``feed`` from any thread."""
-        raise BmcUnsupported(driver=self.name, action="open a serial console", bmc=self.target.key)
+        raise BmcUnsupported(driver=self.name, action="open a serial console", bmc=self.target.where)
 
     @abstractmethod
     def _close(self) -> None: ...
@@ -416,7 +411,7 @@ class BmcDriver(ABC):
         for attempt in range(attempts):
             if not self._breaker.acquire():
                 status = self._breaker.status()
-                raise BmcCircuitOpen(bmc=self.target.key, seconds=status.retry_in_s, failures=status.failures)
+                raise BmcCircuitOpen(bmc=self.target.where, seconds=status.retry_in_s, failures=status.failures)
             try:
                 result = await self._run_once(what, hook)
             except asyncio.CancelledError:
@@ -457,7 +452,7 @@ class BmcDriver(ABC):
                 return await asyncio.wait_for(loop.run_in_executor(self._executor, hook), self.policy.timeout_s)
             except TimeoutError:
                 raise BmcConnectionError(
-                    bmc=self.target.key, reason=f"no answer within {self.policy.timeout_s:g} s to {what}"
+                    bmc=self.target.where, reason=f"no answer within {self.policy.timeout_s:g} s to {what}"
                 ) from None
             except BmcError:
                 raise
@@ -482,8 +477,8 @@ class BmcDriver(ABC):
             else:
                 matched = isinstance(exc, matcher)
             if matched:
-                return error_cls(bmc=self.target.key, reason=message, driver=self.name, action=what)
-        return BmcError(bmc=self.target.key, reason=f"{type(exc).__name__}: {message}")
+                return error_cls(bmc=self.target.where, reason=message, driver=self.name, action=what)
+        return BmcError(bmc=self.target.where, reason=f"{type(exc).__name__}: {message}")
 
     def _scrub(self, text: str) -> str:
         """Libraries sometimes echo what they were given; never let the password out."""
@@ -504,5 +499,5 @@ class BmcDriver(ABC):
             if self._monotonic() >= deadline:
                 break
             await self._sleep(self.policy.verify_poll_s)
-        raise BmcVerifyFailed(bmc=self.target.key, expected=expected, actual=actual)
+        raise BmcVerifyFailed(bmc=self.target.where, expected=expected, actual=actual)
 

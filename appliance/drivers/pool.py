@@ -9,14 +9,17 @@ A credential change replaces the driver (and its session).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import threading
-from concurrent.futures import ThreadPoolExecutor
 
 from appliance.config import BmcSettings
 from appliance.drivers.base import BmcDriver, DriverPolicy, make_bmc_executor
 from appliance.drivers.loader import make_driver
+from appliance.drivers.threads import DaemonThreadPool
 from appliance.drivers.types import BmcTarget
+
+CLOSE_TIMEOUT_S = 5.0
 
 
 def _fingerprint(target: BmcTarget) -> str:
@@ -27,7 +30,7 @@ def _fingerprint(target: BmcTarget) -> str:
 class BmcPool:
     def __init__(self, settings: BmcSettings) -> None:
         self.policy = DriverPolicy.from_settings(settings)
-        self.executor: ThreadPoolExecutor = make_bmc_executor(settings.worker_threads)
+        self.executor: DaemonThreadPool = make_bmc_executor(settings.worker_threads)
         self._drivers: dict[str, tuple[str, BmcDriver]] = {}
         self._lock = threading.Lock()  # API threads and the event loop both ask for drivers
         self._closing: set[asyncio.Task[None]] = set()
@@ -61,7 +64,10 @@ class BmcPool:
         with self._lock:
             drivers = [d for _, d in self._drivers.values()]
             self._drivers.clear()
-        await asyncio.gather(*(d.close() for d in drivers), return_exceptions=True)
+        # Log out where BMCs answer; a dead one must not hold the appliance's shutdown.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.gather(*(d.close() for d in drivers), return_exceptions=True),
+                                   CLOSE_TIMEOUT_S)
         self.executor.shutdown(wait=False, cancel_futures=True)
 
     def _close_later(self, driver: BmcDriver) -> None:

@@ -67,9 +67,16 @@ class BmcTarget:
     def key(self) -> str:
         return bmc_key(self.driver, self.address, self.port)
 
+    @property
+    def where(self) -> str:
+        """The BMC as people name it in messages: host:port, or the URL given."""
+        return self.address if "://" in self.address else f"{self.address}:{self.port or 'default port'}"
+
 
 def bmc_key(driver: str, address: str, port: int | None) -> str:
     """Identity of a BMC for pooling, pacing and the circuit breaker."""
+    if "://" in address:  # a Redfish URL already names its port
+        return f"{driver}+{address}"
     return f"{driver}://{address}:{port or ''}"
 
 

@@ -118,9 +118,7 @@ class ServerHardwareService:
             if not request.force:
                 raise AlreadyExists(kind="server hardware for BMC", name=f"{hostname}:{port}",
                                     recommended_actions=["Use the existing server hardware, or add with force."])
-            if existing.state in (ADDING, REMOVING):
-                raise Conflict(reason=f"{existing.name} is being {existing.state.lower()}")
-            self.servers.delete(existing)  # force: start over with the new credentials
+            return self._readd(existing, request, name, owner)
         if self.servers.by_name(name) is not None:
             raise AlreadyExists(kind="server hardware", name=name)
         now = self.clock()
@@ -131,6 +129,23 @@ class ServerHardwareService:
         ))
         task = self._queue(TASK_ADD, "Add", server, owner)
         return server, task
+
+    def _readd(self, server: ServerHardware, request: Enrollment, name: str,
+               owner: str) -> tuple[ServerHardware, Task]:
+        """``force`` on an enrolled BMC: try the new driver and credentials on the same resource.
+        What it had before travels with the task (the password still sealed) so that a failed
+        attempt puts it back: a typo in a forced re-add must not lose a working server."""
+        if server.state in (ADDING, REMOVING):
+            raise Conflict(reason=f"{server.name} is being {server.state.lower()}")
+        clash = self.servers.by_name(name)
+        if clash is not None and clash.id != server.id:
+            raise AlreadyExists(kind="server hardware", name=name)
+        previous = {"name": server.name, "driver": server.driver, "username": server.username,
+                    "password_sealed": server.password_sealed, "state": server.state}
+        server.name, server.driver, server.username = name, request.driver, request.username
+        server.password_sealed = self.secrets.seal(request.password)
+        server.state = ADDING
+        return server, self._queue(TASK_ADD, "Add", server, owner, {"previous": previous})
 
     def start_remove(self, server_id: str, owner: str) -> Task:
         server = self.get(server_id)

@@ -180,7 +180,7 @@ class AddTask(ServerHardwareTask):
         try:
             fields = await read_everything(driver, ctx)
         except BmcError:
-            await ctx.run_sync(self._discard, server.id)
+            await ctx.run_sync(self._discard, server.id, ctx.args.get("previous"))
             await self.app.bmcs.forget(server.target.key)
             raise
         await self.record(server.id, state=MONITORED, state_reason=None,
@@ -188,11 +188,18 @@ class AddTask(ServerHardwareTask):
         await ctx.progress(100, f"Added {server.name}.")
         return Outcome(status=f"Added {server.name}.")
 
-    def _discard(self, server_id: str) -> None:
+    def _discard(self, server_id: str, previous: dict[str, Any] | None) -> None:
+        """Undo the add: a new server is dropped, a forced re-add gets back what it had."""
         with unit_of_work(self.app.session_factory) as db:
             row = ServerHardwareRepository(db).get(server_id)
-            if row is not None and row.state == ADDING:
+            if row is None or row.state != ADDING:
+                return
+            if previous is None:
                 ServerHardwareRepository(db).delete(row)
+                return
+            for key, value in previous.items():
+                setattr(row, key, value)
+            row.modified = self.app.clock()
 
 
 class RefreshTask(ServerHardwareTask):

@@ -133,9 +133,17 @@ def test_duplicate_bmc_is_409_unless_forced(api: TestClient, admin_headers: dict
     again = api.post("/rest/server-hardware", headers=admin_headers, json={
         "hostname": "rack1-u5.example", "username": "admin", "password": PASSWORD, "driver": "fake"})
     assert again.status_code == 409 and again.json()["errorCode"] == "DUPLICATE_NAME"
-    task, second = add(api, admin_headers, "rack1-u5.example", force=True)
-    assert task["taskState"] == "Completed" and second["uri"] != first["uri"]
-    assert api.get(first["uri"], headers=admin_headers).status_code == 404
+    # A forced re-add with wrong credentials fails and gives the server back as it was ...
+    response = api.post("/rest/server-hardware", headers=admin_headers, json={
+        "hostname": "rack1-u5.example", "username": "admin", "password": "typo", "driver": "fake", "force": True})
+    task = wait_task(api, admin_headers, response.json()["uri"])
+    assert task["taskState"] == "Error" and task["taskErrors"][0]["errorCode"] == "BMC_AUTH_FAILED"
+    kept = api.get(first["uri"], headers=admin_headers).json()
+    assert (kept["state"], kept["name"]) == ("NoProfileApplied", first["name"])
+    assert power(api, admin_headers, kept, "On", "MomentaryPress")["taskState"] == "Completed"  # old password
+    # ... and one with good credentials re-reads the same resource under its new name.
+    task, second = add(api, admin_headers, "rack1-u5.example", force=True, name="renamed")
+    assert task["taskState"] == "Completed" and second["uri"] == first["uri"] and second["name"] == "renamed"
     unknown = api.post("/rest/server-hardware", headers=admin_headers, json={
         "hostname": "x", "username": "admin", "password": "p", "driver": "telnet"})
     assert unknown.status_code == 400 and "telnet" in unknown.json()["message"]
@@ -247,6 +255,7 @@ def test_console_websocket(api: TestClient, admin_headers: dict[str, str], runne
     _, server = add(api, admin_headers, "rack2-u4.example")
     path = server["uri"] + "/console"
     with api.websocket_connect(path, headers=admin_headers) as ws:
+        assert ws.receive_bytes() == b"[Ingot: serial console of rack2-u4.example connected]\r\n"
         banner = ws.receive_bytes()
         assert b"Fake serial console" in banner
         ws.send_text("root\r")

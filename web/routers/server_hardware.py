@@ -143,6 +143,9 @@ async def console(websocket: WebSocket, server_id: str) -> None:
         await websocket.close(_close_code(exc), reason=exc.message[:120])
         return
     log.info("console of %s opened by %s", name, user)
+    # Like ipmitool's "SOL Session operational": tells people (and scripts) that from now on what
+    # the server prints will arrive; anything printed before this moment is gone.
+    await websocket.send_bytes(f"[Ingot: serial console of {name} connected]\r\n".encode())
     try:
         await _pump(websocket, session)
     finally:
