@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from appliance.cli import alerts, auth, backups, tasks, tokens, users
+from appliance.cli import alerts, auth, backups, hardware, tasks, tokens, users
 
 app = typer.Typer(help="Ingot provisioning appliance.", no_args_is_help=True, pretty_exceptions_enable=False)
 
@@ -43,3 +43,4 @@ app.add_typer(alerts.app, name="alerts")
 app.add_typer(users.app, name="users")
 app.add_typer(tokens.app, name="tokens")
 app.add_typer(backups.app, name="backups")
+app.add_typer(hardware.app, name="hardware")

@@ -106,6 +106,8 @@
     }
     var list = byData("data-progress-updates", task.id)[0];
     if (list && Array.isArray(task.progressUpdates)) { appendUpdates(list, task.progressUpdates); }
+    // Page scripts (hardware.js) react to tasks they started, e.g. re-read a server when its task ends.
+    document.dispatchEvent(new CustomEvent("ingot:task", { detail: task }));
   }
 
   function appendUpdates(list, updates) {
@@ -236,6 +238,12 @@
     var select = event.target;
     if (select && select.matches && select.matches("[data-autosubmit]") && select.form) { select.form.submit(); }
   });
+
+  // For page scripts loaded after this one (static/hardware.js).
+  window.Ingot = {
+    api: api, applyTask: applyTask, schedulePoll: schedulePoll, showError: showError, busy: busy,
+    slug: slug, isActive: isActive, localTimes: localTimes, csrf: csrf
+  };
 
   function start() {
     localTimes(document);
