@@ -40,6 +40,12 @@ class AlertRepository:
         )
         return self.db.scalars(stmt).first()
 
+    def active_keys(self, alert_types: tuple[str, ...]) -> set[tuple[str, str | None]]:
+        """(type, resource URI) of every uncleared alert of these types: one query for a sweep."""
+        stmt = select(Alert.alert_type, Alert.resource_uri).where(
+            Alert.alert_type.in_(alert_types), Alert.state != "Cleared")
+        return {(t, u) for t, u in self.db.execute(stmt)}
+
     def add(self, alert: Alert) -> Alert:
         self.db.add(alert)
         self.db.flush()

@@ -208,7 +208,7 @@ def test_power_changed_behind_ingots_back_raises_a_drift_alert(
     assert sync["data"]["drift"] == [{"name": server["name"], "uri": server["uri"], "expected": "On",
                                       "actual": "Off"}]
     shown = api.get(server["uri"], headers=admin_headers).json()
-    assert shown["powerState"] == "Off" and shown["status"] == "Warning"
+    assert shown["powerState"] == "Off" and shown["status"] == "Warning" and shown["lastContact"]
     alerts = api.get("/rest/alerts", headers=admin_headers).json()["members"]
     assert any(a["alertTypeID"] == "Ingot.ServerHardware.PowerStateDrift" and a["alertState"] == "Active"
                for a in alerts)

@@ -31,12 +31,12 @@ from pyghmi.ipmi import fru as ipmi_fru
 from pyghmi.ipmi.private import util as ipmi_util
 
 from appliance.drivers.base import BmcDriver, ConsoleFeed, ConsoleIO, ErrorRule
-from appliance.drivers.power import pyghmi_wakeup
+from appliance.drivers.power import pyghmi_fixes
 from appliance.drivers.types import BootDevice, BootMode, BootSetting, Inventory, PowerAction, PowerState, Sensor
 from appliance.errors import BmcAuthError, BmcConnectionError, BmcError
 
 log = logging.getLogger(__name__)
-pyghmi_wakeup.install()
+pyghmi_fixes.install()
 
 _POWER_REQUESTS: dict[PowerAction, str] = {
     PowerAction.ON: "on",

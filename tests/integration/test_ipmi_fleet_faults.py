@@ -1,0 +1,73 @@
+"""BMCs dying under a sweep must not take the live ones with them.
+
+Regression test for pyghmi's lock-order inversion (appliance/drivers/power/pyghmi_fixes.py):
+without the fix, once 30 of 230 BMCs died mid-session, most of the 200 live ones timed out in
+the sweeps that followed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Iterator
+
+import pytest
+
+from appliance.config import BmcSettings
+from appliance.drivers.pool import BmcPool
+from appliance.drivers.types import BmcTarget
+from appliance.errors import BmcError
+from tests.support.fleet import FleetProcess
+
+pytestmark = pytest.mark.slow
+USER, PASSWORD = "admin", "fleet-secret"
+
+
+@pytest.fixture
+def fleets() -> Iterator[tuple[FleetProcess, FleetProcess]]:
+    live = FleetProcess(200, "127.90.0.1", USER, PASSWORD)
+    try:
+        doomed = FleetProcess(30, "127.91.0.1", USER, PASSWORD)
+    except BaseException:
+        live.stop()
+        raise
+    yield live, doomed
+    live.stop()
+    doomed.stop()
+
+
+def test_live_bmcs_keep_answering_while_others_die(fleets: tuple[FleetProcess, FleetProcess]) -> None:
+    live, doomed = fleets
+
+    def targets(fleet: FleetProcess) -> list[BmcTarget]:
+        return [BmcTarget("ipmi", b["address"], b["port"], USER, PASSWORD) for b in fleet.bmcs]
+
+    async def scenario() -> list[tuple[Counter[str], Counter[str]]]:
+        pool = BmcPool(BmcSettings(timeout_s=2, retries=1, backoff_s=0.1, circuit_failures=2))
+        limit = asyncio.Semaphore(128)
+
+        async def read(target: BmcTarget) -> str:
+            async with limit:
+                try:
+                    return (await pool.driver(target).power_state()).value
+                except BmcError as exc:
+                    return exc.error_code
+
+        async def sweep() -> tuple[Counter[str], Counter[str]]:
+            alive, dead = await asyncio.gather(asyncio.gather(*(read(t) for t in targets(live))),
+                                               asyncio.gather(*(read(t) for t in targets(doomed))))
+            return Counter(alive), Counter(dead)
+
+        rounds = [await sweep()]
+        await asyncio.to_thread(doomed.stop)
+        for _ in range(4):
+            rounds.append(await sweep())
+        await pool.close()
+        return rounds
+
+    rounds = asyncio.run(scenario())
+    assert rounds[0] == (Counter({"Off": 200}), Counter({"Off": 30}))
+    for alive, dead in rounds[1:]:
+        assert alive == Counter({"Off": 200})  # every live BMC answered, every round
+        assert set(dead) <= {"BMC_UNREACHABLE", "BMC_CIRCUIT_OPEN"} and sum(dead.values()) == 30
+    assert rounds[-1][1] == Counter({"BMC_CIRCUIT_OPEN": 30})

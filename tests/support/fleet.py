@@ -1,0 +1,37 @@
+"""A fleet of simulated BMCs in its own process (``python -m lab.bmc``), stopped by its PID:
+how tests and benchmarks make BMCs that can die under the appliance."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+class FleetProcess:
+    def __init__(self, count: int, address_base: str, user: str, password: str) -> None:
+        argv = [sys.executable, "-m", "lab.bmc", "--count", str(count), "--address-base", address_base,
+                "--port", "0", "--user", user, "--password", password]
+        self.proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, text=True)
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line:
+            self.stop()
+            raise RuntimeError("the BMC fleet did not start")
+        self.bmcs: list[dict[str, Any]] = json.loads(line)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
