@@ -27,6 +27,7 @@ from appliance.db.base import Base
 from appliance.db.session import make_engine, make_session_factory, unit_of_work
 from appliance.roles import Role
 from appliance.services.users import UserService
+from tests.support.browser import page  # noqa: F401 - fixture for the browser tests
 from tests.support.live import ADMIN_PASSWORD, LiveAppliance
 from tests.support.postgres import PostgresServer
 from tests.support.runner import runner  # noqa: F401 - fixture for every test module

@@ -48,7 +48,10 @@ def db_session(ctx: AppDep) -> Iterator[Session]:
         session.close()
 
 
-DbDep = Annotated[Session, Depends(db_session)]
+# scope="function": commit before the response is sent. With FastAPI's default ("request") the
+# commit runs after the response has gone out, so a client that follows a 202 at once (the HPE
+# SDK's TaskMonitor does) could ask for a task that is not committed yet and get a 404.
+DbDep = Annotated[Session, Depends(db_session, scope="function")]
 
 
 def credential_from(request: HTTPConnection) -> tuple[str | None, bool]:

@@ -1,6 +1,6 @@
-"""BMCs dying under a sweep must not take the live ones with them.
+"""Faulty BMCs in a sweep: each is reported clearly, and none takes the others down.
 
-Regression test for pyghmi's lock-order inversion (appliance/drivers/power/pyghmi_fixes.py):
+The second test is a regression test for pyghmi's lock-order inversion (appliance/drivers/power/pyghmi_fixes.py):
 without the fix, once 30 of 230 BMCs died mid-session, most of the 200 live ones timed out in
 the sweeps that followed.
 """
@@ -71,3 +71,35 @@ def test_live_bmcs_keep_answering_while_others_die(fleets: tuple[FleetProcess, F
         assert alive == Counter({"Off": 200})  # every live BMC answered, every round
         assert set(dead) <= {"BMC_UNREACHABLE", "BMC_CIRCUIT_OPEN"} and sum(dead.values()) == 30
     assert rounds[-1][1] == Counter({"BMC_CIRCUIT_OPEN": 30})
+
+
+def test_each_fault_is_reported_clearly() -> None:
+    fleet = FleetProcess(20, "127.92.0.1", USER, PASSWORD, "--dead", "1", "--slow", "1", "--wrong-password", "1",
+                         "--lossy", "1", "--slow-seconds", "0.2", "--loss", "0.5", "--seed", "7")
+    try:
+        async def sweep() -> dict[str, list[str]]:
+            pool = BmcPool(BmcSettings(timeout_s=3, retries=2, backoff_s=0.1, circuit_failures=5))
+            seen: dict[str, list[str]] = {}
+
+            async def read(bmc: dict[str, str]) -> None:
+                target = BmcTarget("ipmi", bmc["address"], int(bmc["port"]), USER, PASSWORD)
+                try:
+                    outcome = (await pool.driver(target).power_state()).value
+                except BmcError as exc:
+                    outcome = exc.error_code
+                seen.setdefault(bmc["fault"], []).append(outcome)
+
+            await asyncio.gather(*(read(b) for b in fleet.bmcs))
+            await pool.close()
+            return seen
+
+        seen = asyncio.run(sweep())
+    finally:
+        fleet.stop()
+    faults = {key.lower(): value for key, value in seen.items()}
+    assert faults.pop("none") == ["Off"] * 16
+    assert faults.pop("dead") == ["BMC_UNREACHABLE"]
+    assert faults.pop("slow") == ["Off"]  # 0.2 s per reply: a login (six exchanges) still fits in 3 s
+    assert faults.pop("wrong_password") == ["BMC_AUTH_FAILED"]  # at once, not after retries
+    assert faults.pop("lossy")[0] in ("Off", "BMC_UNREACHABLE")  # retried; if it still fails, it says so
+    assert faults == {}

@@ -173,3 +173,14 @@ def test_config_file_and_bad_config(tmp_path: Path) -> None:
         assert live.login()
     finally:
         live.stop()
+
+
+def test_a_202_task_is_readable_at_once(live: LiveAppliance) -> None:
+    """The transaction that queues a task commits before the 202 leaves, so a client that follows
+    the Location header immediately (the HPE SDK's TaskMonitor does) never gets a 404."""
+    with live.client(live.login()) as client:
+        for _ in range(30):
+            accepted = client.post("/rest/backups", json={})
+            assert accepted.status_code == 202
+            followed = client.get(accepted.headers["Location"])
+            assert followed.status_code == 200, followed.text

@@ -47,7 +47,9 @@ class Recorder:
     def wait(self, task_uri: str, timeout: float = 90.0) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            task: dict[str, Any] = self.call("GET", task_uri).json()
+            response = self.call("GET", task_uri)
+            assert response.status_code == 200, f"GET {task_uri}: {response.status_code} {response.text}"
+            task: dict[str, Any] = response.json()
             if task["taskState"] not in ("New", "Starting", "Running", "Pending", "Stopping"):
                 return task
             time.sleep(0.1)

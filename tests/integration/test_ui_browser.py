@@ -7,61 +7,17 @@ Screenshots go to the ``artifacts_dir`` (test-artifacts/ under ``make test``), o
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import ConsoleMessage, Page, expect, sync_playwright
+from playwright.sync_api import Page, expect
 
 from appliance.db.session import make_engine, make_session_factory, unit_of_work
 from appliance.services.tasks import TaskService
-from tests.support.live import ADMIN_PASSWORD, LiveAppliance
+from tests.support.browser import WAIT_MS, sign_in
+from tests.support.live import LiveAppliance
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
-
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
-WAIT_MS = 30_000
-
-
-@pytest.fixture
-def page(live: LiveAppliance) -> Iterator[Page]:
-    """A fresh Chromium page on the live appliance; console errors fail the test at the end."""
-    if not CHROMIUM.exists():
-        pytest.fail("Chromium is not installed: run `make deps-test` (apt-get install chromium)")
-    errors: list[str] = []
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            context = browser.new_context(base_url=live.url, ignore_https_errors=True,
-                                          viewport={"width": 1280, "height": 860})
-            context.set_default_timeout(WAIT_MS)
-            tab = context.new_page()
-
-            def on_console(message: ConsoleMessage) -> None:
-                if message.type == "error":
-                    errors.append(message.text)
-
-            tab.on("console", on_console)
-            tab.on("pageerror", lambda exc: errors.append(f"uncaught: {exc}"))
-            yield tab
-            context.close()
-        finally:
-            browser.close()
-    # A CSP violation (inline script or style) or a script error shows up here.
-    assert errors == []
-
-
-def _sign_in(page: Page) -> None:
-    page.goto("/ui/tasks")
-    expect(page).to_have_url(re.compile(r"/ui/login\?next=%2Fui%2Ftasks$"))
-    page.get_by_label("User name").fill("Administrator")
-    page.get_by_label("Password").fill(ADMIN_PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
-    expect(page).to_have_url(re.compile(r"/ui/tasks$"))
-    expect(page.get_by_test_id("signed-in-user")).to_have_text("Administrator")
-
 
 def _create_slow_task(live: LiveAppliance) -> str:
     """Queue a task straight into the appliance's database; its runner picks it up by polling."""
@@ -91,7 +47,7 @@ def _progress(page: Page, task_id: str) -> tuple[int, str, str]:
 
 def test_task_progress_bar_moves_to_completion(page: Page, live: LiveAppliance, backend: str,
                                                artifacts_dir: Path) -> None:
-    _sign_in(page)
+    sign_in(page, "/ui/tasks")
     expect(page.get_by_text("No tasks yet.")).to_be_visible()
 
     task_id = _create_slow_task(live)
@@ -132,7 +88,7 @@ def test_task_progress_bar_moves_to_completion(page: Page, live: LiveAppliance, 
 
 def test_alert_is_cleared_and_activity_is_listed(page: Page, live: LiveAppliance, backend: str,
                                                  artifacts_dir: Path) -> None:
-    _sign_in(page)
+    sign_in(page, "/ui/tasks")
     page.get_by_role("link", name="Alerts", exact=True).click()
     expect(page).to_have_url(re.compile(r"/ui/alerts$"))
     row = page.locator("tr", has_text="self-signed certificate")

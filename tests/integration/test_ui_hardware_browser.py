@@ -10,62 +10,18 @@ Screenshots go to the ``artifacts_dir`` (test-artifacts/ under ``make test``), o
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import ConsoleMessage, Locator, Page, expect, sync_playwright
+from playwright.sync_api import Locator, Page, expect
 
+from tests.support.browser import WAIT_MS, sign_in
 from tests.support.ipmi_sim import PASSWORD as IPMI_PASSWORD
 from tests.support.ipmi_sim import USER as IPMI_USER
 from tests.support.ipmi_sim import IpmiSim, ipmi_sim_fixture  # noqa: F401 - fixture "ipmi_sim"
-from tests.support.live import ADMIN_PASSWORD, LiveAppliance
+from tests.support.live import LiveAppliance
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
-
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
-WAIT_MS = 30_000
-
-
-@pytest.fixture
-def page(live: LiveAppliance) -> Iterator[Page]:
-    """A fresh Chromium page on the live appliance; console errors fail the test at the end."""
-    if not CHROMIUM.exists():
-        pytest.fail("Chromium is not installed: run `make deps-test` (apt-get install chromium)")
-    errors: list[str] = []
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            context = browser.new_context(base_url=live.url, ignore_https_errors=True,
-                                          viewport={"width": 1280, "height": 900})
-            context.set_default_timeout(WAIT_MS)
-            tab = context.new_page()
-
-            def on_console(message: ConsoleMessage) -> None:
-                if message.type == "error":
-                    errors.append(message.text)
-
-            tab.on("console", on_console)
-            tab.on("pageerror", lambda exc: errors.append(f"uncaught: {exc}"))
-            yield tab
-            context.close()
-        finally:
-            browser.close()
-    # A CSP violation (inline script or style) or a script error shows up here.
-    assert errors == []
-
-
-def _sign_in(page: Page) -> None:
-    page.goto("/ui/servers")
-    expect(page).to_have_url(re.compile(r"/ui/login\?next=%2Fui%2Fservers$"))
-    page.get_by_label("User name").fill("Administrator")
-    page.get_by_label("Password").fill(ADMIN_PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
-    expect(page).to_have_url(re.compile(r"/ui/servers$"))
-    expect(page.get_by_test_id("signed-in-user")).to_have_text("Administrator")
-
 
 def _row(page: Page, name: str) -> Locator:
     return page.locator("tr[data-server]", has=page.get_by_role("link", name=name, exact=True))
@@ -81,7 +37,7 @@ def _finished_bar(slot: Locator) -> None:
 
 def test_add_power_on_boot_console_remove(page: Page, live: LiveAppliance, backend: str,
                                           artifacts_dir: Path) -> None:
-    _sign_in(page)
+    sign_in(page, "/ui/servers")
     expect(page.get_by_role("link", name="Servers", exact=True)).to_have_attribute("aria-current", "page")
     expect(page.get_by_text("No servers yet.")).to_be_visible()
 
@@ -161,7 +117,7 @@ def test_add_power_on_boot_console_remove(page: Page, live: LiveAppliance, backe
 
 def test_discover_and_enrol(page: Page, backend: str, artifacts_dir: Path,
                             ipmi_sim: IpmiSim) -> None:
-    _sign_in(page)
+    sign_in(page, "/ui/servers")
     form = page.locator("form[data-discover]")
     form.get_by_label("Network").fill("127.0.0.1/32")
     form.get_by_label("IPMI ports").fill(str(ipmi_sim.port))

@@ -14,9 +14,10 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 class FleetProcess:
-    def __init__(self, count: int, address_base: str, user: str, password: str) -> None:
+    def __init__(self, count: int, address_base: str, user: str, password: str, *options: str) -> None:
+        """``options``: more ``lab.bmc`` flags, e.g. ``--dead 1 --slow 2``."""
         argv = [sys.executable, "-m", "lab.bmc", "--count", str(count), "--address-base", address_base,
-                "--port", "0", "--user", user, "--password", password]
+                "--port", "0", "--user", user, "--password", password, *options]
         self.proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, text=True)
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
