@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 # Debian packages: PostgreSQL for the second database backend, Chromium for the browser tests.
-DEBS_TEST := postgresql chromium fonts-dejavu-core openipmi ipmitool
+DEBS_TEST := postgresql chromium fonts-dejavu-core openipmi ipmitool atftp curl
 DEBS_DEMO :=
 
 .PHONY: demo test lint typecheck unit deps-test deps-demo venv clean

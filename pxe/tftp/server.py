@@ -1,0 +1,317 @@
+"""asyncio transport for the sans-I/O TFTP core: sockets, timers and the concurrency cap.
+
+Theory of operation
+-------------------
+One listening socket (a :class:`asyncio.DatagramProtocol`) receives requests. RFC 1350 §4 has
+every transfer run between two fresh transfer IDs (UDP ports), so each accepted RRQ gets its own
+ephemeral socket bound to the same host, and each refusal (WRQ, bad name, busy) is sent from a
+throw-away ephemeral socket too: a client that sees an ERROR from port 69 would take it for a
+packet from the wrong TID.
+
+Transfer sockets are plain non-blocking sockets watched with ``loop.add_reader`` rather than
+asyncio transports: every event the :class:`~pxe.tftp.protocol.ReadTransfer` handles must be
+processed synchronously (a request arriving twice must find the first one already registered),
+and UDP needs none of a transport's write buffering - a datagram the kernel will not take right
+now is simply lost and the retransmission timer sends it again. Sockets are *not* connected to
+the client, because datagrams from other addresses must still be seen to answer ERROR 5.
+
+Nothing here decides what to send; it only carries out the state machine's actions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from pxe.tftp.files import FileError, open_file
+from pxe.tftp.options import OptionLimits
+from pxe.tftp.packets import DecodeError, Error, ErrorCode, ReadRequest, WriteRequest, decode, encode
+from pxe.tftp.protocol import Action, Finished, Reader, ReadTransfer, RetryPolicy, Send, SetTimer
+
+__all__ = ["ClosableReader", "FileSource", "RootSource", "TftpServer"]
+
+logger = logging.getLogger(__name__)
+
+# Larger than any valid TFTP datagram, so an oversized one arrives whole and fails to decode
+# instead of being silently truncated into something that might.
+_RECV_SIZE = 65536 + 1
+# Datagrams drained per readiness callback: enough to keep up with a window of ACKs, small
+# enough that one busy transfer cannot starve the others sharing the loop.
+_READS_PER_WAKEUP = 64
+
+Address = tuple[str, int]
+
+
+class ClosableReader(Reader, Protocol):
+    """A transfer's :class:`~pxe.tftp.protocol.Reader` that the server closes when it ends."""
+
+    def close(self) -> None: ...
+
+
+class FileSource(Protocol):
+    """Where requested names come from: a directory, generated boot configs, or a mix.
+
+    ``open`` raises :class:`~pxe.tftp.files.FileError` to refuse a name; its ``code`` and
+    ``message`` go to the client. Any other exception is logged and answered with ERROR 0.
+    It is called on the event loop, so it must not block for long.
+    """
+
+    def open(self, name: str) -> ClosableReader: ...
+
+
+class RootSource:
+    """Serves regular files under ``root`` with the rules of :func:`pxe.tftp.files.resolve`."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+
+    def open(self, name: str) -> ClosableReader:
+        return open_file(self.root, name)
+
+
+@dataclass(eq=False)
+class _Transfer:
+    client: Address
+    sock: socket.socket
+    reader: ClosableReader
+    machine: ReadTransfer
+    filename: str
+    timer: asyncio.TimerHandle | None = None
+    bytes_sent: int = 0
+    closed: bool = field(default=False)
+
+
+class _Listener(asyncio.DatagramProtocol):
+    def __init__(self, server: TftpServer) -> None:
+        self._server = server
+
+    def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
+        self._server._on_request(data, (str(addr[0]), int(addr[1])))
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP errors for earlier sends; nothing to do, the listener keeps serving.
+        logger.debug("tftp listener socket error: %s", exc)
+
+
+class TftpServer:
+    """Serve read requests over UDP until :meth:`stop`.
+
+    :param root_or_source: a directory (served through :class:`RootSource`) or any
+        :class:`FileSource`.
+    :param host: address to listen on; transfer sockets bind to it too.
+    :param port: listening port; 0 picks a free one (see :meth:`start`).
+    :param max_transfers: concurrent transfers; further requests get ERROR 0 "server busy".
+
+    Counters (read them from the loop's thread, or after :meth:`stop`): ``transfers_started``,
+    ``transfers_completed``, ``transfers_failed``, ``requests_refused`` and ``bytes_sent``
+    (UDP payload bytes sent on transfer sockets, retransmissions included).
+    """
+
+    def __init__(
+        self,
+        root_or_source: str | os.PathLike[str] | FileSource,
+        *,
+        host: str,
+        port: int,
+        limits: OptionLimits | None = None,
+        retry: RetryPolicy | None = None,
+        max_transfers: int = 1000,
+    ) -> None:
+        if max_transfers < 1:
+            raise ValueError("max_transfers must be at least 1")
+        if isinstance(root_or_source, str | os.PathLike):
+            self.source: FileSource = RootSource(root_or_source)
+        else:
+            self.source = root_or_source
+        self.host = host
+        self.port = port
+        self.limits = limits or OptionLimits()
+        self.retry = retry or RetryPolicy()
+        self.max_transfers = max_transfers
+        self._family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._listener: asyncio.DatagramTransport | None = None
+        self._transfers: dict[Address, _Transfer] = {}
+        self.transfers_started = 0
+        self.transfers_completed = 0
+        self.transfers_failed = 0
+        self.requests_refused = 0
+        self.bytes_sent = 0
+
+    @property
+    def active_transfers(self) -> int:
+        return len(self._transfers)
+
+    async def start(self) -> int:
+        """Bind the listening socket and return its port (the real one when ``port`` was 0)."""
+        if self._listener is not None:
+            raise RuntimeError("TftpServer already started")
+        self._loop = asyncio.get_running_loop()
+        transport, _ = await self._loop.create_datagram_endpoint(
+            lambda: _Listener(self), local_addr=(self.host, self.port), family=self._family
+        )
+        self._listener = transport
+        self.port = int(transport.get_extra_info("sockname")[1])
+        logger.info("tftp listening on %s port %d", self.host, self.port)
+        return self.port
+
+    async def stop(self) -> None:
+        """Stop listening and abort running transfers (their clients get ERROR 0)."""
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
+        for transfer in list(self._transfers.values()):
+            self._send(transfer, encode(Error(ErrorCode.NOT_DEFINED, "server shutting down")), transfer.client)
+            self._finish(transfer, Finished(ErrorCode.NOT_DEFINED, "server shutting down"))
+
+    # -- requests on the listening port -------------------------------------------------------
+
+    def _on_request(self, data: bytes, addr: Address) -> None:
+        try:
+            packet = decode(data)
+        except DecodeError as exc:
+            logger.debug("tftp: dropped %d-byte datagram from %s: %s", len(data), addr, exc)
+            return
+        if isinstance(packet, WriteRequest):
+            self._refuse(addr, ErrorCode.ACCESS_VIOLATION, "access violation: this server is read-only")
+            return
+        if not isinstance(packet, ReadRequest):
+            logger.debug("tftp: dropped %s on the listening port from %s", type(packet).__name__, addr)
+            return
+        if addr in self._transfers:
+            # The client retransmitted its RRQ before our first packet reached it; the running
+            # transfer's own retransmissions answer it, a second transfer would only compete.
+            return
+        if len(self._transfers) >= self.max_transfers:
+            self._refuse(addr, ErrorCode.NOT_DEFINED, "server busy")
+            return
+        try:
+            reader = self.source.open(packet.filename)
+        except FileError as exc:
+            logger.debug("tftp: refused %r from %s: %s", packet.filename, addr, exc.message)
+            self._refuse(addr, exc.code, exc.message)
+            return
+        except Exception:
+            logger.exception("tftp: file source failed for %r", packet.filename)
+            self._refuse(addr, ErrorCode.NOT_DEFINED, "cannot open file")
+            return
+        try:
+            sock = self._ephemeral_socket()
+        except OSError as exc:
+            reader.close()
+            logger.warning("tftp: cannot open a transfer socket: %s", exc)
+            self._refuse(addr, ErrorCode.NOT_DEFINED, "server busy")
+            return
+        machine = ReadTransfer(reader, limits=self.limits, retry=self.retry)
+        transfer = _Transfer(addr, sock, reader, machine, packet.filename)
+        self._transfers[addr] = transfer
+        self.transfers_started += 1
+        assert self._loop is not None  # requests only arrive after start()
+        self._loop.add_reader(sock.fileno(), self._on_readable, transfer)
+        logger.debug("tftp: %s requested %r", addr, packet.filename)
+        self._apply(transfer, machine.start(packet))
+
+    def _refuse(self, addr: Address, code: int, message: str) -> None:
+        self.requests_refused += 1
+        try:
+            with self._ephemeral_socket() as sock:
+                sock.sendto(encode(Error(code, message)), addr)
+        except OSError as exc:
+            logger.debug("tftp: could not send ERROR %d to %s: %s", code, addr, exc)
+
+    def _ephemeral_socket(self) -> socket.socket:
+        sock = socket.socket(self._family, socket.SOCK_DGRAM)
+        try:
+            sock.setblocking(False)
+            sock.bind((self.host, 0))
+        except OSError:
+            sock.close()
+            raise
+        return sock
+
+    # -- running transfers --------------------------------------------------------------------
+
+    def _on_readable(self, transfer: _Transfer) -> None:
+        for _ in range(_READS_PER_WAKEUP):
+            if transfer.closed:
+                return
+            try:
+                data, raw_addr = transfer.sock.recvfrom(_RECV_SIZE)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # a queued ICMP error; reading it cleared it
+                logger.debug("tftp: transfer socket error for %s: %s", transfer.client, exc)
+                continue
+            addr = (str(raw_addr[0]), int(raw_addr[1]))
+            if addr != transfer.client:
+                # RFC 1350 §4: tell the stranger, leave the transfer alone. Never answer an ERROR
+                # with an ERROR, or two confused hosts could bounce them forever.
+                if data[:2] != b"\x00\x05":
+                    self._send(transfer, encode(Error(ErrorCode.UNKNOWN_TID, "unknown transfer ID")), addr)
+                continue
+            self._apply(transfer, transfer.machine.datagram(data))
+
+    def _on_timeout(self, transfer: _Transfer) -> None:
+        transfer.timer = None
+        if not transfer.closed:
+            self._apply(transfer, transfer.machine.timeout())
+
+    def _apply(self, transfer: _Transfer, actions: list[Action]) -> None:
+        for action in actions:
+            if isinstance(action, Send):
+                self._send(transfer, action.data, transfer.client)
+            elif isinstance(action, SetTimer):
+                if transfer.timer is not None:
+                    transfer.timer.cancel()
+                assert self._loop is not None
+                transfer.timer = self._loop.call_later(action.seconds, self._on_timeout, transfer)
+            else:
+                self._finish(transfer, action)
+                return
+
+    def _send(self, transfer: _Transfer, data: bytes, addr: Address) -> None:
+        try:
+            transfer.sock.sendto(data, addr)
+        except OSError as exc:
+            # Full socket buffer or a transient route error: the packet is lost like any other UDP
+            # datagram and the retransmission timer recovers it.
+            logger.debug("tftp: send to %s failed: %s", addr, exc)
+            return
+        if addr == transfer.client:
+            transfer.bytes_sent += len(data)
+            self.bytes_sent += len(data)
+
+    def _finish(self, transfer: _Transfer, finished: Finished) -> None:
+        if transfer.closed:
+            return
+        transfer.closed = True
+        if transfer.timer is not None:
+            transfer.timer.cancel()
+            transfer.timer = None
+        if self._loop is not None:
+            self._loop.remove_reader(transfer.sock.fileno())
+        transfer.sock.close()
+        try:
+            transfer.reader.close()
+        except Exception:
+            logger.exception("tftp: closing the reader for %r failed", transfer.filename)
+        self._transfers.pop(transfer.client, None)
+        if finished.ok:
+            self.transfers_completed += 1
+            logger.debug("tftp: sent %r to %s", transfer.filename, transfer.client)
+        else:
+            self.transfers_failed += 1
+            who = "client" if finished.by_peer else "server"
+            logger.info(
+                "tftp: transfer of %r to %s failed (%s error %s: %s)",
+                transfer.filename,
+                transfer.client,
+                who,
+                finished.error,
+                finished.message,
+            )
