@@ -225,7 +225,9 @@ def test_roles(api: TestClient, admin_headers: dict[str, str], make_user: Any, r
     assert api.get(server["uri"], headers=reader).status_code == 200
     body = {"powerState": "On", "powerControl": "MomentaryPress"}
     assert api.put(f"{server['uri']}/powerState", headers=reader, json=body).status_code == 403
-    assert api.put(f"{server['uri']}/powerState", headers=operator, json=body).status_code == 202
+    allowed = api.put(f"{server['uri']}/powerState", headers=operator, json=body)
+    assert allowed.status_code == 202
+    assert wait_task(api, admin_headers, allowed.json()["uri"])["taskState"] == "Completed"
     assert api.post("/rest/server-hardware", headers=operator, json={
         "hostname": "h", "username": "u", "password": "p", "driver": "fake"}).status_code == 403
     assert api.delete(server["uri"], headers=operator).status_code == 403
