@@ -25,12 +25,16 @@ class BackgroundRunner:
         self.runner = TaskRunner(ctx, discover_handlers())
         self._thread = threading.Thread(target=self._main, name="test-runner", daemon=True)
         self._started = threading.Event()
+        self._stopped = asyncio.Event()
 
     def _main(self) -> None:
         asyncio.set_event_loop(self.loop)
         job = self.loop.create_task(self.runner.run())
         self.loop.call_soon(self._started.set)
         self.loop.run_until_complete(job)
+        # run() returns as soon as stop() asks it to, while stop() is still letting running tasks
+        # finish or interrupting them: keep the loop turning until stop() itself is done.
+        self.loop.run_until_complete(self._stopped.wait())
         if "bmcs" in self.ctx.__dict__:
             self.loop.run_until_complete(self.ctx.bmcs.close())
         self.loop.close()
@@ -39,8 +43,14 @@ class BackgroundRunner:
         self._thread.start()
         self._started.wait(10)
 
+    async def _stop(self) -> None:
+        try:
+            await self.runner.stop(grace_s=2)
+        finally:
+            self._stopped.set()
+
     def stop(self) -> None:
-        asyncio.run_coroutine_threadsafe(self.runner.stop(grace_s=2), self.loop).result(30)
+        asyncio.run_coroutine_threadsafe(self._stop(), self.loop).result(30)
         self._thread.join(30)
 
 
