@@ -98,7 +98,12 @@ class IpmiPower(BmcDriver):
             return self._cmd
 
     def _forget_session(self) -> None:
-        self._cmd = None
+        cmd, self._cmd = self._cmd, None
+        if cmd is not None:
+            # Left alone, pyghmi keeps a dead session in its keepalive table and retries and
+            # re-logs it in the background indefinitely, which delays every other session's
+            # packets and made new logins in the process fail. Break it off, off the event loop.
+            self._executor.submit(_break_off, cmd)
 
     def _close(self) -> None:
         with self._cmd_lock:
@@ -204,6 +209,13 @@ class IpmiPower(BmcDriver):
     # --- console -------------------------------------------------------------------------------
     def _open_console(self, feed: ConsoleFeed) -> ConsoleIO:
         return _SolConsole(feed, self._credentials(), self.policy.timeout_s)
+
+
+def _break_off(cmd: Any) -> None:
+    try:
+        cmd.ipmi_session._mark_broken()
+    except Exception:  # the session is being discarded; nothing useful to report
+        log.debug("discarding a dead IPMI session failed", exc_info=True)
 
 
 def _macs(values: Iterable[Any]) -> tuple[str, ...]:
