@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import signal
 import subprocess
 import sys
@@ -18,7 +17,6 @@ from appliance.drivers.types import BootDevice, PowerState
 from lab.bmc import BmcFleet, Fault, VirtualBmc, apply_client_interop_patch, fault_plan
 
 USER, PASSWORD = "admin", "secret"
-needs_ipmitool = pytest.mark.skipif(shutil.which("ipmitool") is None, reason="ipmitool not installed")
 
 # Members: 0-3 healthy, 4 dead, 5 slow, 6 wrong password, 7 lossy.
 FAULTS = fault_plan(8, dead=1, slow=1, wrong_password=1, lossy=1)
@@ -62,7 +60,6 @@ def test_interop_patch_is_idempotent() -> None:
 
 
 @pytest.mark.slow
-@needs_ipmitool
 def test_ipmitool_power(fleet: BmcFleet) -> None:
     bmc = fleet[0]
     assert "Chassis Power is off" in ipmitool(bmc, "power", "status").stdout
@@ -74,7 +71,6 @@ def test_ipmitool_power(fleet: BmcFleet) -> None:
 
 
 @pytest.mark.slow
-@needs_ipmitool
 def test_ipmitool_bootdev_pxe_then_read_back(fleet: BmcFleet) -> None:
     bmc = fleet[1]
     assert ipmitool(bmc, "chassis", "bootdev", "pxe").returncode == 0
@@ -87,7 +83,6 @@ def test_ipmitool_bootdev_pxe_then_read_back(fleet: BmcFleet) -> None:
 
 
 @pytest.mark.slow
-@needs_ipmitool
 def test_ipmitool_fru_and_guid(fleet: BmcFleet) -> None:
     bmc = fleet[2]
     out = ipmitool(bmc, "fru", "print").stdout  # exits 1 after FRU 0: there is no SDR repository to walk
@@ -97,7 +92,6 @@ def test_ipmitool_fru_and_guid(fleet: BmcFleet) -> None:
 
 
 @pytest.mark.slow
-@needs_ipmitool
 def test_ipmitool_wrong_password_rejected(fleet: BmcFleet) -> None:
     started = time.monotonic()
     assert ipmitool(fleet[0], "power", "status", password="nope").returncode != 0
@@ -106,7 +100,6 @@ def test_ipmitool_wrong_password_rejected(fleet: BmcFleet) -> None:
 
 
 @pytest.mark.slow
-@needs_ipmitool
 def test_dead_bmc_does_not_answer(fleet: BmcFleet) -> None:
     result = ipmitool(fleet[4], "power", "status")
     assert result.returncode != 0
@@ -114,7 +107,6 @@ def test_dead_bmc_does_not_answer(fleet: BmcFleet) -> None:
 
 
 @pytest.mark.slow
-@needs_ipmitool
 def test_slow_bmc_answers_late(fleet: BmcFleet) -> None:
     started = time.monotonic()
     result = ipmitool(fleet[5], "power", "status", timeout_s=3)
@@ -123,7 +115,6 @@ def test_slow_bmc_answers_late(fleet: BmcFleet) -> None:
 
 
 @pytest.mark.slow
-@needs_ipmitool
 def test_lossy_bmc_eventually_answers(fleet: BmcFleet) -> None:
     # 30 % loss here: ipmitool gives up a whole session on some losses mid-handshake, and at 50 % an
     # attempt takes ~25 s. The scanner test covers 50 % loss.
@@ -190,7 +181,6 @@ def test_fleet_refuses_non_loopback_addresses() -> None:
 
 
 @pytest.mark.slow
-@needs_ipmitool
 def test_cli_runs_a_fleet_until_sigterm() -> None:
     proc = subprocess.Popen(
         [sys.executable, "-m", "lab.bmc", "--count", "3", "--address-base", "127.77.1.1", "--port", "0",

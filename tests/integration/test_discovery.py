@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -90,7 +89,6 @@ def test_scan_finds_redfish_service_root(redfish_root: tuple[str, int]) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(shutil.which("ipmi_sim") is None, reason="ipmi_sim not installed")
 def test_scan_finds_ipmi_sim() -> None:
     from tests.support.ipmi_sim import IpmiSim  # owned by the power-driver tests; used as is
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import random
-import shutil
 import socket
 import struct
 import subprocess
@@ -241,7 +240,6 @@ def test_twenty_concurrent_curl_transfers(tftp: ServerThread, root: Path, tmp_pa
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(shutil.which("atftp") is None, reason="atftp not installed (Debian package: atftp)")
 @pytest.mark.parametrize("blksize", [None, 1468])
 def test_atftp_fetch_matches(tftp: ServerThread, root: Path, tmp_path: Path, blksize: int | None) -> None:
     out = tmp_path / "out"
