@@ -5,7 +5,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 # Debian packages: PostgreSQL for the second database backend, Chromium for the browser tests.
-DEBS_TEST := postgresql chromium fonts-dejavu-core openipmi ipmitool atftp curl
+DEBS_TEST := postgresql chromium fonts-dejavu-core openipmi ipmitool atftp curl \
+	iproute2 isc-dhcp-client busybox dhcpcd-base kea-admin kea-dhcp4-server dnsmasq-base tftpd-hpa \
+	bind9-dnsutils ipxe ipxe-qemu qemu-system-x86 cpio
 DEBS_DEMO :=
 
 .PHONY: demo test lint typecheck unit deps-test deps-demo venv clean

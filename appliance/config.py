@@ -35,6 +35,10 @@ FLAT_ENV: dict[str, tuple[str, ...]] = {
     "TFTP_PORT": ("tftp", "port"),
     "DNS_PORT": ("dns", "port"),
     "DHCP_INTERFACE": ("dhcp", "interface"),
+    "DHCP_RANGE": ("dhcp", "range"),
+    "DHCP_ROUTER": ("dhcp", "router"),
+    "DHCP_DNS": ("dhcp", "dns"),
+    "DHCP_MODE": ("dhcp", "mode"),
     "LOG_FORMAT": ("logging", "format"),
     "LOG_LEVEL": ("logging", "level"),
 }
@@ -85,15 +89,65 @@ class LoggingSettings(Group):
 
 
 class TftpSettings(Group):
-    port: int = Field(69, ge=0, le=65535, description="TFTP port (network boot issue).")
+    port: int = Field(69, ge=0, le=65535, description="TFTP port; 0 picks a free one (tests).")
+    root: Path | None = Field(None, description="TFTP root; INGOT_HOME/tftp when unset.")
+    bootloader_dir: Path = Field(
+        Path("/usr/lib/ipxe"),
+        description="Where the iPXE boot loaders (undionly.kpxe, ipxe.efi, snponly.efi) are installed.",
+    )
+    max_transfers: int = Field(512, ge=1, description="Concurrent transfers; more get ERROR 0 'server busy'.")
+    max_blksize: int = Field(1468, ge=512, le=65464, description="Largest block size negotiated (RFC 2348).")
+    max_windowsize: int = Field(64, ge=1, le=65535, description="Largest window negotiated (RFC 7440).")
 
 
 class DnsSettings(Group):
-    port: int = Field(53, ge=0, le=65535, description="DNS port (network boot issue).")
+    port: int = Field(53, ge=0, le=65535, description="DNS port (UDP and TCP); 0 picks a free one (tests).")
+    enabled: bool = Field(True, description="Serve DNS at all.")
+    domain: str = Field("ingot.internal", description="Domain Ingot is authoritative for.")
+    upstreams: list[str] = Field(
+        default_factory=list, description="Resolvers (host or host:port) for names outside the domain."
+    )
 
 
 class DhcpSettings(Group):
+    """The provisioning subnet. The range, router, DNS and mode given here are applied to the
+    subnet at every start; the API manages the rest (reservations, other fields)."""
+
     interface: str | None = Field(None, description="DHCP stays off unless an interface is named.")
+    mode: Literal["server", "proxy"] = Field(
+        "server", description="'server' hands out addresses; 'proxy' only boot options (site DHCP stays)."
+    )
+    range: str | None = Field(None, description="Pool as 'first-last', e.g. 10.0.0.100-10.0.0.200.")
+    router: str | None = Field(None, description="Option 3 (default gateway).")
+    dns: list[str] | None = Field(None, description="Option 6; the appliance itself when unset and DNS is on.")
+    lease_time_s: int = Field(3600, ge=60, description="Lease time (option 51).")
+    unknown_mac: Literal["ignore", "discovery", "address-only"] = Field(
+        "discovery",
+        description="What a MAC Ingot does not know gets: nothing, the discovery ramdisk, or an address only.",
+    )
+    port: int = Field(67, ge=1, le=65535, description="Server port; clients are always answered on 68.")
+    proxy_port: int = Field(4011, ge=1, le=65535, description="PXE boot-server port used in proxy mode.")
+
+    @field_validator("dns", mode="before")
+    @classmethod
+    def _split_dns(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+
+class BootSettings(Group):
+    """What netbooting machines are given over HTTP."""
+
+    ramdisk_dir: Path | None = Field(
+        None, description="Discovery/deploy ramdisk (vmlinuz, initrd.img); INGOT_HOME/boot/ramdisk when unset."
+    )
+    kernel_args: str = Field("console=ttyS0,115200 console=tty0", description="Kernel arguments for the ramdisk.")
+    token_ttl_s: int = Field(3600, ge=60, description="Lifetime of a node's one-time boot token.")
+    http_base: str | None = Field(
+        None, description="Boot URL base given to clients; http://<DHCP server address>:<http_port> when unset."
+    )
+    events_kept: int = Field(20000, ge=100, description="Boot events kept; older ones are pruned.")
 
 
 class BmcSettings(Group):
@@ -145,6 +199,7 @@ class Settings(BaseSettings):
     tftp: TftpSettings = TftpSettings()
     dns: DnsSettings = DnsSettings()
     dhcp: DhcpSettings = DhcpSettings()
+    boot: BootSettings = BootSettings()
     bmc: BmcSettings = BmcSettings()
 
     @field_validator("home")

@@ -14,6 +14,7 @@ from sqlalchemy import Engine
 from appliance.clock import Clock, system_clock
 from appliance.config import Settings
 from appliance.db.session import SessionFactory
+from appliance.netboot.events import EventQueue
 from appliance.secretbox import SecretBox
 
 if TYPE_CHECKING:
@@ -53,6 +54,10 @@ class AppContext:
     node_name: str
     clock: Clock = system_clock
     wakeup: Wakeup = field(default_factory=Wakeup)
+    #: Nudged by the API after it changed subnets, reservations or DNS records (boot services reload).
+    netboot_changed: Wakeup = field(default_factory=Wakeup)
+    #: Boot events from the DHCP/TFTP/DNS servers and the HTTP boot endpoint, written in batches.
+    boot_events: EventQueue = field(default_factory=EventQueue)
 
     @cached_property
     def secrets(self) -> SecretBox:
