@@ -1,1 +1,2 @@
-"""DHCPv4: sans-I/O codec (``codec``); policy and the asyncio server come later."""
+"""DHCPv4: the sans-I/O codec (``codec``), the pure reply policy (``policy``) and the asyncio server
+bound to one interface (``server``)."""
