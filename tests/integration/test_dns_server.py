@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import random
 import re
-import shutil
 import socket
 import struct
 import subprocess
@@ -33,8 +32,6 @@ from pxe.dns.zone import Record, Zone
 HOST = "127.0.0.1"
 SOCK_TIMEOUT = 5.0
 DIG_TIMEOUT = 20.0
-
-pytestmark = pytest.mark.skipif(shutil.which("dig") is None, reason="dig (bind9-dnsutils) is not installed")
 
 RECORDS = [
     Record("ingot.lab.example", "A", "10.0.0.1"),
