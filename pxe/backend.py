@@ -7,9 +7,11 @@ socket. Everything it needs to know about a client comes through :class:`DhcpBac
 
 * :meth:`~DhcpBackend.lookup` - is this MAC a known host, with a static address, a hostname and
   a boot policy (``netboot``, ``local`` or ``none``)?
-* :meth:`~DhcpBackend.lease` - which address *would* this MAC get right now? It does not
-  allocate anything; an OFFER is only a proposal (RFC 2131 §4.3.1) and a client may never
-  come back for it.
+* :meth:`~DhcpBackend.lease` - which address should this MAC get right now? It does not bind
+  anything; an OFFER is only a proposal (RFC 2131 §4.3.1) and a client may never come back
+  for it. It does hold the proposed address back from other clients for a short while (RFC
+  2131 §4.3.1: the server "SHOULD" reserve it), or two machines booting at the same moment are
+  offered the same address and the loser is NAKed - and some PXE ROMs never start over.
 * :meth:`~DhcpBackend.commit` - record the binding. The policy calls it before it builds an ACK,
   so an address is never acknowledged without being stored. It returns ``False`` when the
   address was taken by another MAC in the meantime; the policy then NAKs.
@@ -91,7 +93,8 @@ class DhcpBackend(Protocol):
         ...
 
     def lease(self, mac: str, requested_ip: IPv4Address | None, now: float) -> IPv4Address | None:
-        """The address ``mac`` should get now, without allocating it, or ``None`` if none is free.
+        """The address ``mac`` should get now, or ``None`` if none is free. Nothing is bound, but
+        the address is held back from other MACs for a short offer hold.
 
         Preference order follows RFC 2131 §4.3.1: the client's current binding, its previous
         binding, ``requested_ip`` if it is valid and free, then any free address.
@@ -124,6 +127,8 @@ class MemoryBackend:
     :param decline_hold: seconds a declined address stays out of circulation. RFC 2131 §4.3.3
         only says "mark it as not available"; a bounded hold lets a conflict that was fixed (a
         misconfigured static IP removed) heal on its own.
+    :param offer_hold: seconds an offered address is kept from other clients while its client
+        comes back with a REQUEST (in memory only: after a restart a client simply asks again).
     """
 
     def __init__(
@@ -132,6 +137,7 @@ class MemoryBackend:
         hosts: Iterable[HostConfig] = (),
         *,
         decline_hold: float = 600.0,
+        offer_hold: float = 30.0,
     ) -> None:
         self.pools: list[tuple[IPv4Address, IPv4Address]] = []
         for first, last in pools:
@@ -143,6 +149,10 @@ class MemoryBackend:
         for host in hosts:
             self.add_host(host)
         self.decline_hold = decline_hold
+        self.offer_hold = offer_hold
+        #: Offered address -> (MAC, hold expiry): proposals not yet requested.
+        self.offers: dict[IPv4Address, tuple[str, float]] = {}
+        self._offered_to: dict[str, IPv4Address] = {}  # MAC -> its latest offer
         self.leases: dict[IPv4Address, Lease] = {}
         #: Declined address -> time until which it is held back.
         self.declined: dict[IPv4Address, float] = {}
@@ -161,6 +171,16 @@ class MemoryBackend:
 
     def lease(self, mac: str, requested_ip: IPv4Address | None, now: float) -> IPv4Address | None:
         mac = normalise_mac(mac)
+        ip = self._choose(mac, requested_ip, now)
+        if ip is not None:
+            self.offers[ip] = (mac, now + self.offer_hold)
+            self._offered_to[mac] = ip
+            if len(self.offers) > 4 * len(self.leases) + 1024:  # a DISCOVER flood: forget stale holds
+                self.offers = {a: h for a, h in self.offers.items() if h[1] > now}
+                self._offered_to = {m: a for m, a in self._offered_to.items() if a in self.offers}
+        return ip
+
+    def _choose(self, mac: str, requested_ip: IPv4Address | None, now: float) -> IPv4Address | None:
         host = self.hosts.get(mac)
         if host is not None and host.ip is not None:
             # A reservation wins even over a decline: the operator said this machine has this address.
@@ -168,6 +188,11 @@ class MemoryBackend:
         current = self._current(mac, now)
         if current is not None:
             return current
+        offered = self._offered_to.get(mac)
+        if offered is not None:
+            holder, until = self.offers.get(offered, ("", 0.0))
+            if holder == mac and until > now and self._available(offered, mac, now):
+                return offered
         previous = self.previous.get(mac)
         if previous is not None and self._available(previous, mac, now):
             return previous
@@ -189,6 +214,7 @@ class MemoryBackend:
             del self.leases[other]
         self.leases[ip] = Lease(mac, ip, expires)
         self.previous[mac] = ip
+        self.offers.pop(ip, None)
         return True
 
     def release(self, mac: str, ip: IPv4Address) -> None:
@@ -224,6 +250,9 @@ class MemoryBackend:
             return False
         held = self.leases.get(ip)
         if held is not None and held.mac != mac and held.expires > now:
+            return False
+        offer = self.offers.get(ip)
+        if offer is not None and offer[0] != mac and offer[1] > now:
             return False
         # Never hand out an address reserved for another machine, even while that machine is off.
         return not any(h.ip == ip and h.mac != mac for h in self.hosts.values())

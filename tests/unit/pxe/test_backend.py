@@ -17,8 +17,8 @@ def ip(text: str) -> IPv4Address:
     return IPv4Address(text)
 
 
-def small_pool(decline_hold: float = 600.0) -> MemoryBackend:
-    return MemoryBackend([("10.0.0.10", "10.0.0.12")], decline_hold=decline_hold)
+def small_pool(decline_hold: float = 600.0, offer_hold: float = 30.0) -> MemoryBackend:
+    return MemoryBackend([("10.0.0.10", "10.0.0.12")], decline_hold=decline_hold, offer_hold=offer_hold)
 
 
 def test_satisfies_the_protocol() -> None:
@@ -45,16 +45,21 @@ def test_allocates_first_free_then_next() -> None:
     assert backend.lease(B, None, 0) == ip("10.0.0.11")
 
 
-def test_lease_does_not_allocate() -> None:
-    backend = small_pool()
-    assert backend.lease(A, None, 0) == backend.lease(B, None, 0)  # an offer is only a proposal
-    assert backend.leases == {}
+def test_an_offer_holds_the_address_without_binding_it() -> None:
+    backend = small_pool(offer_hold=30)
+    # Two machines booting at the same moment are offered different addresses.
+    assert backend.lease(A, None, 0) == ip("10.0.0.10")
+    assert backend.lease(B, None, 0) == ip("10.0.0.11")
+    assert backend.leases == {}, "an offer is only a proposal"
+    assert backend.lease(A, None, 5) == ip("10.0.0.10"), "the same client is offered the same address"
+    # A hold that was never requested lapses.
+    assert backend.lease(C, None, 40) == ip("10.0.0.10")
 
 
 def test_requested_address_honoured_when_free_and_in_pool() -> None:
     backend = small_pool()
     assert backend.lease(A, ip("10.0.0.12"), 0) == ip("10.0.0.12")
-    assert backend.lease(A, ip("10.0.0.99"), 0) == ip("10.0.0.10")  # outside the pool
+    assert backend.lease(A, ip("10.0.0.99"), 0) == ip("10.0.0.12")  # outside the pool: its held offer
 
 
 def test_current_binding_wins_over_requested() -> None:
@@ -121,7 +126,7 @@ def test_declined_address_held_back_then_returns() -> None:
     backend.decline(A, ip("10.0.0.10"), 10)
     assert ip("10.0.0.10") not in backend.leases
     assert backend.lease(A, None, 20) == ip("10.0.0.11")  # not even to the decliner
-    assert backend.lease(B, ip("10.0.0.10"), 20) == ip("10.0.0.11")
+    assert backend.lease(B, ip("10.0.0.10"), 20) == ip("10.0.0.12")  # .11 is offered to A
     assert backend.lease(B, ip("10.0.0.10"), 71) == ip("10.0.0.10")
 
 

@@ -595,7 +595,7 @@ def test_on_event_errors_are_logged_not_raised(caplog: pytest.LogCaptureFixture)
 
 def test_a_burst_larger_than_one_wakeup_is_fully_served() -> None:
     async def body() -> None:
-        async with Harness() as h:
+        async with Harness(backend=MemoryBackend([("10.0.0.10", "10.0.0.250")])) as h:
             for n in range(150):
                 h.main.inject(packet(MessageType.DISCOVER, chaddr=mac(n), xid=n))
             await until(lambda: h.server.stats["replied"] == 150)
