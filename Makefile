@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 DEBS_TEST := postgresql chromium fonts-dejavu-core openipmi ipmitool atftp curl \
 	iproute2 isc-dhcp-client busybox dhcpcd-base kea-admin kea-dhcp4-server dnsmasq-base tftpd-hpa \
 	bind9-dnsutils ipxe ipxe-qemu qemu-system-x86 cpio
-DEBS_DEMO :=
+DEBS_DEMO := ipxe
 
 .PHONY: demo test lint typecheck unit deps-test deps-demo venv clean
 

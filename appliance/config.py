@@ -110,8 +110,9 @@ class DnsSettings(Group):
 
 
 class DhcpSettings(Group):
-    """The provisioning subnet. The range, router, DNS and mode given here are applied to the
-    subnet at every start; the API manages the rest (reservations, other fields)."""
+    """The provisioning subnet on ``interface``. Fields set explicitly (environment or file) are
+    applied to that subnet at every start and win over the API; fields left at their defaults are
+    used only when the subnet is first created, so they never undo a change made through the API."""
 
     interface: str | None = Field(None, description="DHCP stays off unless an interface is named.")
     mode: Literal["server", "proxy"] = Field(

@@ -23,6 +23,7 @@ from appliance.context import AppContext
 from appliance.db import migrate
 from appliance.db.session import make_engine, make_session_factory, unit_of_work
 from appliance.models import Task
+from appliance.netboot.runtime import NetbootRuntime
 from appliance.periodics import housekeeping, power_sync
 from appliance.services.alerts import AlertService
 from appliance.services.backups import sweep_temp_files
@@ -114,6 +115,8 @@ async def serve(settings: Settings, extra_handlers: Iterable[HandlerFactory] = (
                                   log_config=None, access_log=False, lifespan="off",
                                   timeout_graceful_shutdown=5))
     runner = TaskRunner(ctx, discover_handlers(extra_handlers))
+    netboot = NetbootRuntime(ctx)
+    await netboot.start()  # binds TFTP, DHCP and DNS first: a port in use stops the start here
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -141,6 +144,7 @@ async def serve(settings: Settings, extra_handlers: Iterable[HandlerFactory] = (
         for chore in chores:
             chore.cancel()
         await runner.stop()
+        await netboot.stop()
         if "bmcs" in ctx.__dict__:  # the driver pool was built: log out of BMC sessions
             await ctx.bmcs.close()
         https.should_exit = boot.should_exit = True

@@ -34,6 +34,9 @@ def _env(home: Path) -> dict[str, str]:
     env.setdefault("INGOT_BIND_ADDRESS", "127.0.0.1")  # the demo is for this machine only
     env.setdefault("INGOT_HTTPS_PORT", "8443")
     env.setdefault("INGOT_HTTP_PORT", "8080")
+    # Unprivileged ports on loopback: the demo must not need root or collide with a local resolver.
+    env.setdefault("INGOT_TFTP_PORT", "6969")
+    env.setdefault("INGOT_DNS_PORT", "5354")
     env.setdefault("INGOT_LOG_FORMAT", "text")
     return env
 

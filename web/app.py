@@ -11,10 +11,10 @@ from appliance.context import AppContext
 from web import errors
 from web.metrics import Metrics
 from web.middleware import ApiMiddleware
-from web.routers import alerts, audit, backups, metrics, server_hardware, sessions, tasks, users, version
+from web.routers import alerts, audit, backups, metrics, netboot, server_hardware, sessions, tasks, users, version
 from web.ui import routes as ui
 
-ROUTERS = (version, sessions, users, tasks, alerts, audit, backups, server_hardware, metrics)
+ROUTERS = (version, sessions, users, tasks, alerts, audit, backups, server_hardware, netboot, metrics)
 
 
 def create_app(ctx: AppContext) -> FastAPI:

@@ -45,11 +45,36 @@ LEASE_FIELDS = {
     "updated": Field(DhcpLease.updated, Kind.TIME),
 }
 EVENT_FIELDS = {
+    "id": Field(BootEvent.id, Kind.INT),  # ``id>N``: what arrived since the last poll (ingot netboot events --follow)
     "mac": Field(BootEvent.mac, case_insensitive=True),
     "service": Field(BootEvent.service),
     "action": Field(BootEvent.action),
     "ok": Field(BootEvent.ok, Kind.BOOL),
     "at": Field(BootEvent.at, Kind.TIME),
+}
+# Collection filters and sorts of the REST API (``/rest/dhcp/...``, ``/rest/dns/records``).
+SUBNET_FIELDS = {
+    "name": Field(Subnet.name, case_insensitive=True),
+    "network": Field(Subnet.network),
+    "mode": Field(Subnet.mode),
+    "created": Field(Subnet.created, Kind.TIME),
+    "modified": Field(Subnet.modified, Kind.TIME),
+}
+RESERVATION_FIELDS = {
+    "mac": Field(Reservation.mac, case_insensitive=True),
+    "ip": Field(Reservation.ip),
+    "hostname": Field(Reservation.hostname, case_insensitive=True),
+    "boot": Field(Reservation.boot),
+    "created": Field(Reservation.created, Kind.TIME),
+    "modified": Field(Reservation.modified, Kind.TIME),
+}
+DNS_FIELDS = {
+    "name": Field(DnsRecord.name, case_insensitive=True),
+    "recordType": Field(DnsRecord.type, case_insensitive=True),
+    "value": Field(DnsRecord.value, case_insensitive=True),
+    "ttl": Field(DnsRecord.ttl, Kind.INT),
+    "created": Field(DnsRecord.created, Kind.TIME),
+    "modified": Field(DnsRecord.modified, Kind.TIME),
 }
 
 
@@ -199,6 +224,9 @@ class NetbootService:
     def subnets(self) -> list[Subnet]:
         return list(self.db.scalars(select(Subnet).order_by(Subnet.name)))
 
+    def subnet_page(self, query: CollectionQuery) -> Page[Subnet]:
+        return paged(self.db, select(Subnet), query, SUBNET_FIELDS, (Subnet.name,))
+
     def subnet(self, subnet_id: str) -> Subnet:
         row = self.db.get(Subnet, subnet_id)
         if row is None:
@@ -240,27 +268,27 @@ class NetbootService:
                 return row
         return None
 
-    def apply_settings(self, network: IPv4Network, *, range_text: str | None, router: str | None,
-                       dns: list[str] | None, mode: str, lease_time: int, unknown_mac: str,
-                       domain: str | None) -> Subnet:
-        """Make the subnet on the DHCP interface match what the settings give (settings win at start)."""
-        row = self.subnet_for(network.network_address) or Subnet(name=SETTINGS_SUBNET, network=str(network))
-        body: dict[str, Any] = {"network": str(network), "mode": mode, "leaseTime": lease_time,
-                                "unknownMacPolicy": unknown_mac}
-        if row.id is None:
-            body["name"] = row.name
-        if range_text:
-            first, last = parse_range(range_text)
+    def apply_settings(self, network: IPv4Network, given: dict[str, Any], defaults: dict[str, Any]) -> Subnet:
+        """Make the subnet on the DHCP interface match the settings at start.
+
+        :param given: API-named fields the operator set explicitly (INGOT_DHCP_RANGE as
+            ``range``, ``router``, ``dnsServers``, ``mode`` ...): they win over what the API stored.
+        :param defaults: values used only when the subnet is created here, so a default never
+            undoes a change made through the API.
+        """
+        row = self.subnet_for(network.network_address)
+        creating = row is None
+        body: dict[str, Any] = {"network": str(network)}
+        if row is None:
+            row = Subnet(name=SETTINGS_SUBNET, network=str(network))
+            body |= {"name": row.name, **defaults}
+        body |= {key: value for key, value in given.items() if key != "range"}
+        if given.get("range"):
+            first, last = parse_range(given["range"])
             body["rangeFirst"], body["rangeLast"] = str(first), str(last)
-        if router:
-            body["router"] = router
-        if dns is not None:
-            body["dnsServers"] = dns
-        if domain and not row.domain:
-            body["domain"] = domain
-        spec = SubnetSpec.from_body(body, base=row if row.id else None)
+        spec = SubnetSpec.from_body(body, base=None if creating else row)
         spec.apply(row)
-        if row.id is None:
+        if creating:
             self.db.add(row)
         self.db.flush()
         return row
@@ -269,6 +297,9 @@ class NetbootService:
 
     def reservations(self) -> list[Reservation]:
         return list(self.db.scalars(select(Reservation).order_by(Reservation.mac)))
+
+    def reservation_page(self, query: CollectionQuery) -> Page[Reservation]:
+        return paged(self.db, select(Reservation), query, RESERVATION_FIELDS, (Reservation.mac,))
 
     def reservation(self, reservation_id: str) -> Reservation:
         row = self.db.get(Reservation, reservation_id)
@@ -285,9 +316,12 @@ class NetbootService:
 
     def update_reservation(self, reservation_id: str, body: dict[str, Any]) -> Reservation:
         row = self.reservation(reservation_id)
-        if "mac" in body:
-            row.mac = parse_mac(body["mac"])
-        self._fill_reservation(row, body)
+        # The checks below query the other reservations; an autoflush there would write the new
+        # MAC or address first and fail on the unique constraint instead of with the clear error.
+        with self.db.no_autoflush:
+            if "mac" in body:
+                row.mac = parse_mac(body["mac"])
+            self._fill_reservation(row, body)
         self.db.flush()
         return row
 
@@ -372,6 +406,9 @@ class NetbootService:
     def dns_records(self) -> list[DnsRecord]:
         return list(self.db.scalars(select(DnsRecord).order_by(DnsRecord.name, DnsRecord.type)))
 
+    def dns_record_page(self, query: CollectionQuery) -> Page[DnsRecord]:
+        return paged(self.db, select(DnsRecord), query, DNS_FIELDS, (DnsRecord.name, DnsRecord.type, DnsRecord.id))
+
     def dns_record(self, record_id: str) -> DnsRecord:
         row = self.db.get(DnsRecord, record_id)
         if row is None:
@@ -420,10 +457,10 @@ class NetbootService:
                 named.add(host.hostname)
         live = self.db.scalars(select(DhcpLease).where(DhcpLease.state == "bound", DhcpLease.expires > now))
         for lease in live:
-            host = hosts.get(lease.mac)
-            if host is not None and host.hostname and host.hostname not in named:
-                records.append((host.hostname, "A", lease.ip, 300))
-                named.add(host.hostname)
+            owner = hosts.get(lease.mac)
+            if owner is not None and owner.hostname and owner.hostname not in named:
+                records.append((owner.hostname, "A", lease.ip, 300))
+                named.add(owner.hostname)
         return records
 
     # -- boot events --

@@ -100,10 +100,17 @@ def open_file(root: Path, requested: str) -> FileReader:
     return FileReader(resolve(root, requested))
 
 
+# Bytes one pread fetches ahead for a transfer: 44 blocks of 1468 or 128 of 512 per system call
+# instead of one, at 64 KiB of memory per running transfer.
+READ_AHEAD = 64 * 1024
+
+
 class FileReader:
     """A :class:`pxe.tftp.protocol.Reader` over a regular file; its size is fixed at open time.
 
-    Reads use ``pread`` so concurrent retransmissions need no shared file offset.
+    Reads use ``pread`` so concurrent retransmissions need no shared file offset. Each fetches
+    at least :data:`READ_AHEAD` bytes and keeps them, so the following blocks of a transfer, and
+    retransmissions of the same ones, are sliced from memory without a system call.
     """
 
     def __init__(self, path: Path) -> None:
@@ -121,13 +128,29 @@ class FileReader:
             os.close(self._fd)
             raise AccessViolation("not a regular file")
         self._size = st.st_size
+        self._buffer = b""  # file bytes from ``_buffer_at``, as the last pread returned them
+        self._buffer_at = 0
 
     @property
     def size(self) -> int:
         return self._size
 
     def read(self, offset: int, size: int) -> bytes:
-        parts: list[bytes] = []
+        start = offset - self._buffer_at
+        if start >= 0 and start + size <= len(self._buffer):
+            return self._buffer[start : start + size]
+        self._buffer = self._pread(offset, max(size, READ_AHEAD))
+        self._buffer_at = offset
+        return self._buffer[:size]
+
+    def _pread(self, offset: int, size: int) -> bytes:
+        """Up to ``size`` bytes at ``offset``; fewer only at the end of the file."""
+        first = os.pread(self._fd, size, offset)
+        if len(first) == size or not first:
+            return first
+        parts = [first]
+        offset += len(first)
+        size -= len(first)
         while size > 0:
             chunk = os.pread(self._fd, size, offset)
             if not chunk:

@@ -15,6 +15,11 @@ and UDP needs none of a transport's write buffering - a datagram the kernel will
 now is simply lost and the retransmission timer sends it again. Sockets are *not* connected to
 the client, because datagrams from other addresses must still be seen to answer ERROR 5.
 
+Each transfer has one retransmission timer, re-armed by the state machine after every window.
+Cancelling and re-creating an asyncio timer per window costs more than the rest of the hot path,
+so a :class:`SetTimer` only moves the transfer's deadline forward; the pending timer, when it goes
+off early, re-arms itself for the rest. A timer is replaced only when a deadline moves earlier.
+
 Nothing here decides what to send; it only carries out the state machine's actions.
 """
 
@@ -24,6 +29,7 @@ import asyncio
 import logging
 import os
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -40,9 +46,16 @@ logger = logging.getLogger(__name__)
 # Larger than any valid TFTP datagram, so an oversized one arrives whole and fails to decode
 # instead of being silently truncated into something that might.
 _RECV_SIZE = 65536 + 1
-# Datagrams drained per readiness callback: enough to keep up with a window of ACKs, small
-# enough that one busy transfer cannot starve the others sharing the loop.
+# Datagrams read per readiness callback at most, so that one busy transfer cannot starve the
+# others sharing the loop. The callback returns earlier, as soon as it has sent something: the
+# client's next ACK cannot be queued before it has what was just sent, and a read that finds
+# nothing (EAGAIN) costs about as much as one that finds a datagram. Anything queued after all
+# (duplicates, strangers) is reported again by the level-triggered selector.
 _READS_PER_WAKEUP = 64
+
+# A timer going off this close to its transfer's deadline counts as on time (asyncio runs timers
+# up to its clock resolution early; re-arming for a few nanoseconds would only spin).
+_TIMER_SLACK = 0.001
 
 Address = tuple[str, int]
 
@@ -82,6 +95,8 @@ class _Transfer:
     machine: ReadTransfer
     filename: str
     timer: asyncio.TimerHandle | None = None
+    timer_at: float = 0.0  # when ``timer`` goes off (loop time)
+    deadline: float = 0.0  # when the state machine's timeout is due; ``timer_at`` <= this
     bytes_sent: int = 0
     closed: bool = field(default=False)
 
@@ -106,6 +121,8 @@ class TftpServer:
     :param host: address to listen on; transfer sockets bind to it too.
     :param port: listening port; 0 picks a free one (see :meth:`start`).
     :param max_transfers: concurrent transfers; further requests get ERROR 0 "server busy".
+    :param on_finished: called with ``(client, filename, ok, detail)`` when a transfer ends;
+        its exceptions are logged and otherwise ignored.
 
     Counters (read them from the loop's thread, or after :meth:`stop`): ``transfers_started``,
     ``transfers_completed``, ``transfers_failed``, ``requests_refused`` and ``bytes_sent``
@@ -121,6 +138,7 @@ class TftpServer:
         limits: OptionLimits | None = None,
         retry: RetryPolicy | None = None,
         max_transfers: int = 1000,
+        on_finished: Callable[[Address, str, bool, str], None] | None = None,
     ) -> None:
         if max_transfers < 1:
             raise ValueError("max_transfers must be at least 1")
@@ -133,6 +151,8 @@ class TftpServer:
         self.limits = limits or OptionLimits()
         self.retry = retry or RetryPolicy()
         self.max_transfers = max_transfers
+        #: Called as ``(client, filename, ok, detail)`` when a transfer ends (boot events).
+        self.on_finished = on_finished
         self._family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self._loop: asyncio.AbstractEventLoop | None = None
         self._listener: asyncio.DatagramTransport | None = None
@@ -247,32 +267,60 @@ class TftpServer:
             except OSError as exc:  # a queued ICMP error; reading it cleared it
                 logger.debug("tftp: transfer socket error for %s: %s", transfer.client, exc)
                 continue
-            addr = (str(raw_addr[0]), int(raw_addr[1]))
-            if addr != transfer.client:
-                # RFC 1350 §4: tell the stranger, leave the transfer alone. Never answer an ERROR
-                # with an ERROR, or two confused hosts could bounce them forever.
-                if data[:2] != b"\x00\x05":
-                    self._send(transfer, encode(Error(ErrorCode.UNKNOWN_TID, "unknown transfer ID")), addr)
-                continue
-            self._apply(transfer, transfer.machine.datagram(data))
+            if raw_addr != transfer.client:  # IPv4 compares as received; IPv6 has four fields
+                addr = (str(raw_addr[0]), int(raw_addr[1]))
+                if addr != transfer.client:
+                    # RFC 1350 §4: tell the stranger, leave the transfer alone. Never answer an ERROR
+                    # with an ERROR, or two confused hosts could bounce them forever.
+                    if data[:2] != b"\x00\x05":
+                        self._send(transfer, encode(Error(ErrorCode.UNKNOWN_TID, "unknown transfer ID")), addr)
+                    continue
+            actions = transfer.machine.datagram(data)
+            if actions:  # sent something (or finished): see _READS_PER_WAKEUP
+                self._apply(transfer, actions)
+                return
 
     def _on_timeout(self, transfer: _Transfer) -> None:
         transfer.timer = None
-        if not transfer.closed:
-            self._apply(transfer, transfer.machine.timeout())
+        if transfer.closed:
+            return
+        assert self._loop is not None
+        if transfer.deadline - self._loop.time() > _TIMER_SLACK:  # moved forward since armed: wait for the rest
+            transfer.timer_at = transfer.deadline
+            transfer.timer = self._loop.call_at(transfer.deadline, self._on_timeout, transfer)
+            return
+        self._apply(transfer, transfer.machine.timeout())
 
     def _apply(self, transfer: _Transfer, actions: list[Action]) -> None:
         for action in actions:
             if isinstance(action, Send):
-                self._send(transfer, action.data, transfer.client)
+                self._send_client(transfer, action.data)
             elif isinstance(action, SetTimer):
-                if transfer.timer is not None:
-                    transfer.timer.cancel()
-                assert self._loop is not None
-                transfer.timer = self._loop.call_later(action.seconds, self._on_timeout, transfer)
+                self._set_timer(transfer, action.seconds)
             else:
                 self._finish(transfer, action)
                 return
+
+    def _set_timer(self, transfer: _Transfer, seconds: float) -> None:
+        assert self._loop is not None
+        transfer.deadline = self._loop.time() + seconds
+        if transfer.timer is not None:
+            if transfer.timer_at <= transfer.deadline:
+                return  # goes off first, then re-arms for the rest (see _on_timeout)
+            transfer.timer.cancel()
+        transfer.timer_at = transfer.deadline
+        transfer.timer = self._loop.call_at(transfer.deadline, self._on_timeout, transfer)
+
+    def _send_client(self, transfer: _Transfer, data: bytes) -> None:
+        try:
+            transfer.sock.sendto(data, transfer.client)
+        except OSError as exc:
+            # Full socket buffer or a transient route error: the packet is lost like any other UDP
+            # datagram and the retransmission timer recovers it.
+            logger.debug("tftp: send to %s failed: %s", transfer.client, exc)
+            return
+        transfer.bytes_sent += len(data)
+        self.bytes_sent += len(data)
 
     def _send(self, transfer: _Transfer, data: bytes, addr: Address) -> None:
         try:
@@ -315,3 +363,9 @@ class TftpServer:
                 finished.error,
                 finished.message,
             )
+        if self.on_finished is not None:
+            detail = f"{transfer.bytes_sent} bytes" if finished.ok else f"error {finished.error}: {finished.message}"
+            try:
+                self.on_finished(transfer.client, transfer.filename, finished.ok, detail)
+            except Exception:
+                logger.exception("tftp: the on_finished callback failed")

@@ -110,3 +110,23 @@ def test_reservations_are_honoured_and_replaced(ctx: AppContext) -> None:
     assert backend.lease(mac, None, NOW) == IPv4Address("10.9.0.10")
     with unit_of_work(ctx.session_factory) as db:
         assert db.scalars(select(DhcpLease)).first() is None
+
+
+def test_settings_win_only_where_given(ctx: AppContext) -> None:
+    from ipaddress import IPv4Network
+
+    from appliance.services.netboot import NetbootService
+
+    network = IPv4Network("10.9.0.0/24")
+    defaults = {"mode": "server", "leaseTime": 3600, "unknownMacPolicy": "discovery"}
+    with unit_of_work(ctx.session_factory) as db:
+        subnet = NetbootService(db).apply_settings(network, {"range": "10.9.0.10-10.9.0.20"}, defaults)
+        subnet_id = subnet.id
+        assert (subnet.range_first, subnet.lease_time) == ("10.9.0.10", 3600)
+    with unit_of_work(ctx.session_factory) as db:  # the operator changes the lease time through the API
+        NetbootService(db).update_subnet(subnet_id, {"leaseTime": 900, "unknownMacPolicy": "ignore"})
+    with unit_of_work(ctx.session_factory) as db:  # restart: the range is given again, the rest is not
+        subnet = NetbootService(db).apply_settings(network, {"range": "10.9.0.30-10.9.0.40"}, defaults)
+        assert subnet.id == subnet_id
+        assert (subnet.range_first, subnet.range_last) == ("10.9.0.30", "10.9.0.40")
+        assert (subnet.lease_time, subnet.unknown_mac) == (900, "ignore")

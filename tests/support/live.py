@@ -19,12 +19,14 @@ ADMIN_PASSWORD = "Adm1n-test-pass"
 
 class LiveAppliance:
     def __init__(self, home: Path, database_url: str | None, extra_env: dict[str, str] | None = None,
-                 with_test_handlers: bool = True, serve_args: tuple[str, ...] = ()) -> None:
+                 with_test_handlers: bool = True, serve_args: tuple[str, ...] = (),
+                 netns: str | None = None) -> None:
         self.home = home
         self.database_url = database_url
         self.extra_env = extra_env or {}
         self.with_test_handlers = with_test_handlers
         self.serve_args = serve_args  # extra `ingot serve` options (plain serve only)
+        self.netns = netns  # run inside this network namespace (network boot tests)
         self.proc: subprocess.Popen[bytes] | None = None
         self.https_port = 0
         self.http_port = 0
@@ -47,6 +49,8 @@ class LiveAppliance:
             "INGOT_BIND_ADDRESS": "127.0.0.1",
             "INGOT_HTTPS_PORT": "0",
             "INGOT_HTTP_PORT": "0",
+            "INGOT_TFTP_PORT": "0",
+            "INGOT_DNS_PORT": "0",
             "INGOT_TASKS__LEASE_TTL_S": "6",
             "INGOT_TASKS__POLL_INTERVAL_S": "0.2",
             "PYTHONPATH": str(REPO),
@@ -65,6 +69,8 @@ class LiveAppliance:
         else:
             argv = [str(Path(sys.executable).with_name("ingot")), "serve", *self.serve_args,
                     "--ready-file", str(ready)]
+        if self.netns is not None:
+            argv = ["ip", "netns", "exec", self.netns, *argv]  # execs in place: the PID stays the appliance's
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(argv, env=self.env(), cwd=REPO, stdout=self._log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout

@@ -70,3 +70,9 @@ class PostgresServer:
         with psycopg.connect(self.admin_url(), autocommit=True) as conn:
             conn.execute(f'CREATE DATABASE "{name}"')
         return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{name}"
+
+    def over_unix_socket(self, url: str) -> str:
+        """``url`` through the server's Unix socket: reachable from inside a network namespace,
+        where the host's loopback is not."""
+        name = url.rsplit("/", 1)[1]
+        return f"postgresql+psycopg://postgres@/{name}?host={self.root}&port={self.port}"
