@@ -23,9 +23,7 @@ calling thread), so the usual httpx helpers of ``LiveAppliance`` work unchanged.
 
 from __future__ import annotations
 
-import ctypes
 import ipaddress
-import os
 import random
 import shutil
 import signal
@@ -33,7 +31,6 @@ import socket
 import struct
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -44,10 +41,10 @@ from typing import Any, TypeVar
 
 from tests.support.bootimage import BootImage
 from tests.support.live import REPO, LiveAppliance
+from tests.support.netns import in_namespace
 from tests.support.qemu import start_vm, stop_vm
 
 T = TypeVar("T")
-CLONE_NEWNET = 0x40000000
 NETNS_DIR = Path("/run/netns")
 HTTPS_PORT = 8443
 HTTP_PORT = 8080
@@ -62,30 +59,7 @@ def ip(*args: str, netns: str | None = None) -> None:
 
 def in_netns(netns: str, fn: Callable[[], T], timeout: float = 120) -> T:
     """Run ``fn`` on a new thread that has entered ``netns``; sockets it opens live there."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    outcome: dict[str, Any] = {}
-
-    def run() -> None:
-        try:
-            fd = os.open(NETNS_DIR / netns, os.O_RDONLY)
-            try:
-                if libc.setns(fd, CLONE_NEWNET) != 0:
-                    err = ctypes.get_errno()
-                    raise OSError(err, f"setns({netns}): {os.strerror(err)}")
-            finally:
-                os.close(fd)
-            outcome["value"] = fn()
-        except BaseException as exc:
-            outcome["error"] = exc
-
-    thread = threading.Thread(target=run, name=f"in-{netns}", daemon=True)
-    thread.start()
-    thread.join(timeout)
-    if thread.is_alive():
-        raise TimeoutError(f"call inside {netns} still running after {timeout} s")
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome["value"]  # type: ignore[no-any-return]
+    return in_namespace(netns, fn, timeout)  # type: ignore[no-any-return]
 
 
 def random_mac() -> str:

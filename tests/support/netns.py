@@ -104,7 +104,7 @@ class Host:
 _libc: Any = None
 
 
-def _setns_thread(ns: str, work: Any) -> Any:
+def in_namespace(ns: str, work: Any, timeout: float = _SETUP_TIMEOUT) -> Any:
     """Run ``work()`` on a fresh thread that has joined network namespace ``ns``.
 
     Only the calling thread moves (setns(2) with CLONE_NEWNET is per thread); the thread exits
@@ -131,9 +131,9 @@ def _setns_thread(ns: str, work: Any) -> Any:
 
     thread = threading.Thread(target=target, name=f"setns-{ns}", daemon=True)
     thread.start()
-    thread.join(_SETUP_TIMEOUT)
+    thread.join(timeout)
     if thread.is_alive():
-        raise TimeoutError(f"work in namespace {ns} did not finish")
+        raise TimeoutError(f"work in namespace {ns} did not finish within {timeout} s")
     if "error" in box:
         raise box["error"]
     return box["result"]
@@ -280,14 +280,14 @@ class Lab:
 
     def socket_in(self, where: Host | str, family: int, type: int, proto: int = 0) -> socket.socket:
         """A socket living in a lab namespace (closed when the lab closes)."""
-        sock: socket.socket = _setns_thread(self._ns(where), lambda: socket.socket(family, type, proto))
+        sock: socket.socket = in_namespace(self._ns(where), lambda: socket.socket(family, type, proto))
         self._sockets.append(sock)
         return sock
 
     def call_in(self, where: Host | str, work: Any) -> Any:
         """Run ``work()`` on a thread inside a lab namespace and return its result (e.g. an HTTP
         call to an appliance listening there); it must finish within the setup timeout."""
-        return _setns_thread(self._ns(where), work)
+        return in_namespace(self._ns(where), work)
 
     # -- teardown ------------------------------------------------------------------------------
 
