@@ -107,7 +107,9 @@ def test_reservations_are_honoured_and_replaced(ctx: AppContext) -> None:
     # Nobody else may take a reserved address.
     assert backend.lease("52:54:00:00:09:09", IPv4Address("10.9.0.15"), NOW) == IPv4Address("10.9.0.10")
     backend.set_hosts([])
-    assert backend.lease(mac, None, NOW) == IPv4Address("10.9.0.10")
+    # Now a pool client like any other, still offered the address it was offered before.
+    assert backend.lease(mac, None, NOW) == IPv4Address("10.9.0.15")
+    assert backend.lease(mac, None, NOW + 60) == IPv4Address("10.9.0.10"), "every hold has lapsed"
     with unit_of_work(ctx.session_factory) as db:
         assert db.scalars(select(DhcpLease)).first() is None
 
