@@ -140,29 +140,65 @@ class MemoryBackend:
         offer_hold: float = 30.0,
     ) -> None:
         self.pools: list[tuple[IPv4Address, IPv4Address]] = []
-        for first, last in pools:
-            lo, hi = IPv4Address(first), IPv4Address(last)
-            if lo > hi:
-                raise ValueError(f"pool {lo}-{hi}: first address is after the last")
-            self.pools.append((lo, hi))
+        self._cursors: list[int] = []  # per pool: where the next free-address search starts
+        self.set_pools(pools)
         self.hosts: dict[str, HostConfig] = {}
-        for host in hosts:
-            self.add_host(host)
+        self._reserved: dict[IPv4Address, str] = {}  # reserved address -> its MAC
+        self.set_hosts(hosts)
         self.decline_hold = decline_hold
         self.offer_hold = offer_hold
         #: Offered address -> (MAC, hold expiry): proposals not yet requested.
         self.offers: dict[IPv4Address, tuple[str, float]] = {}
         self._offered_to: dict[str, IPv4Address] = {}  # MAC -> its latest offer
         self.leases: dict[IPv4Address, Lease] = {}
+        self._bound: dict[str, IPv4Address] = {}  # MAC -> its entry in leases (one per MAC)
         #: Declined address -> time until which it is held back.
         self.declined: dict[IPv4Address, float] = {}
         #: MAC -> the last address it held, kept after expiry/release so a returning client gets
         #: the same address when it is still free (RFC 2131 §4.3.1 "previous binding").
         self.previous: dict[str, IPv4Address] = {}
 
+    def set_pools(self, pools: Iterable[tuple[IPv4Address | str, IPv4Address | str]]) -> None:
+        """Replace the address pools."""
+        checked = []
+        for first, last in pools:
+            lo, hi = IPv4Address(first), IPv4Address(last)
+            if lo > hi:
+                raise ValueError(f"pool {lo}-{hi}: first address is after the last")
+            checked.append((lo, hi))
+        self.pools, self._cursors = checked, [0] * len(checked)
+
     def add_host(self, host: HostConfig) -> None:
         """Add or replace a reservation."""
+        old = self.hosts.get(host.mac)
+        if old is not None and old.ip is not None:
+            self._reserved.pop(old.ip, None)
         self.hosts[host.mac] = host
+        if host.ip is not None:
+            self._reserved[host.ip] = host.mac
+
+    def set_hosts(self, hosts: Iterable[HostConfig]) -> None:
+        """Replace every reservation."""
+        self.hosts, self._reserved = {}, {}
+        for host in hosts:
+            self.add_host(host)
+
+    def bind(self, lease: Lease) -> None:
+        """Record ``lease`` as the binding of its MAC (and of its address), replacing older ones.
+        Every write to :attr:`leases` goes through here or :meth:`unbind`, to keep the MAC index."""
+        old = self._bound.get(lease.mac)
+        if old is not None and old != lease.ip:
+            self.leases.pop(old, None)
+        displaced = self.leases.get(lease.ip)
+        if displaced is not None and displaced.mac != lease.mac:
+            self._bound.pop(displaced.mac, None)
+        self.leases[lease.ip] = lease
+        self._bound[lease.mac] = lease.ip
+
+    def unbind(self, ip: IPv4Address) -> None:
+        lease = self.leases.pop(ip, None)
+        if lease is not None and self._bound.get(lease.mac) == ip:
+            del self._bound[lease.mac]
 
     # -- DhcpBackend --
 
@@ -198,9 +234,19 @@ class MemoryBackend:
             return previous
         if requested_ip is not None and self._available(requested_ip, mac, now):
             return requested_ip
-        for first, last in self.pools:
-            for ip in _range(first, last):
+        return self._next_free(mac, now)
+
+    def _next_free(self, mac: str, now: float) -> IPv4Address | None:
+        """Next-fit: each pool's search resumes after the address it handed out last and wraps
+        around, so a busy pool is not rescanned from its first address for every new client."""
+        for index, (first, last) in enumerate(self.pools):
+            size = int(last) - int(first) + 1
+            start = self._cursors[index]
+            for step in range(size):
+                offset = (start + step) % size
+                ip = IPv4Address(int(first) + offset)
                 if self._available(ip, mac, now):
+                    self._cursors[index] = (offset + 1) % size
                     return ip
         return None
 
@@ -209,10 +255,7 @@ class MemoryBackend:
         held = self.leases.get(ip)
         if held is not None and held.mac != mac and held.expires > now:
             return False
-        # One address per MAC: a client moving address drops its old binding.
-        for other in [a for a, lease in self.leases.items() if lease.mac == mac and a != ip]:
-            del self.leases[other]
-        self.leases[ip] = Lease(mac, ip, expires)
+        self.bind(Lease(mac, ip, expires))  # one address per MAC: a client moving drops its old one
         self.previous[mac] = ip
         self.offers.pop(ip, None)
         return True
@@ -220,23 +263,23 @@ class MemoryBackend:
     def release(self, mac: str, ip: IPv4Address) -> None:
         held = self.leases.get(ip)
         if held is not None and held.mac == normalise_mac(mac):
-            del self.leases[ip]
+            self.unbind(ip)
 
     def decline(self, mac: str, ip: IPv4Address, now: float) -> None:
         mac = normalise_mac(mac)
         self.declined[ip] = now + self.decline_hold
         held = self.leases.get(ip)
         if held is not None and held.mac == mac:
-            del self.leases[ip]
+            self.unbind(ip)
         if self.previous.get(mac) == ip:
             del self.previous[mac]
 
     # -- helpers --
 
     def _current(self, mac: str, now: float) -> IPv4Address | None:
-        for ip, lease in self.leases.items():
-            if lease.mac == mac and lease.expires > now:
-                return ip
+        ip = self._bound.get(mac)
+        if ip is not None and self.leases[ip].expires > now:
+            return ip
         return None
 
     def in_pool(self, ip: IPv4Address) -> bool:
@@ -255,4 +298,4 @@ class MemoryBackend:
         if offer is not None and offer[0] != mac and offer[1] > now:
             return False
         # Never hand out an address reserved for another machine, even while that machine is off.
-        return not any(h.ip == ip and h.mac != mac for h in self.hosts.values())
+        return self._reserved.get(ip, mac) == mac

@@ -69,7 +69,8 @@ class DurableBackend(MemoryBackend):
         """Rebuild the lease state from the database; returns the number of live bindings."""
         with self.engine.connect() as conn:
             rows = conn.execute(select(DhcpLease).order_by(DhcpLease.updated)).all()
-        self.leases.clear()
+        for ip in list(self.leases):
+            self.unbind(ip)
         self.declined.clear()
         self.previous.clear()
         for row in rows:
@@ -80,14 +81,8 @@ class DurableBackend(MemoryBackend):
                 continue
             self.previous[mac] = ip
             if row.state == "bound" and expires > now:
-                self.leases[ip] = Lease(mac, ip, expires)
+                self.bind(Lease(mac, ip, expires))  # rows come oldest first: a MAC's newest wins
         return len(self.leases)
-
-    def set_pools(self, pools: Iterable[tuple[IPv4Address, IPv4Address]]) -> None:
-        self.pools = list(pools)
-
-    def set_hosts(self, hosts: Iterable[HostConfig]) -> None:
-        self.hosts = {host.mac: host for host in hosts}
 
     # -- DhcpBackend, journalled --
 

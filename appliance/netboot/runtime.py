@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 BOOTLOADERS = ("undionly.kpxe", "ipxe.efi", "snponly.efi")
 RELOAD_EVERY_S = 10.0
 EVENT_FLUSH_S = 1.0
+EVENT_PRUNE_EVERY = 60  # flushes between prunes: the prune's ordered scan is the costly part
 _SIOCGIFADDR, _SIOCGIFNETMASK = 0x8915, 0x891B
 
 
@@ -286,21 +287,24 @@ class NetbootRuntime:
             return subnet, service.hosts()
 
     async def _event_loop(self) -> None:
+        rounds = 0
         while True:
             await asyncio.sleep(EVENT_FLUSH_S)
+            rounds += 1
             try:
-                await asyncio.to_thread(self._flush_events)
+                await asyncio.to_thread(self._flush_events, prune=rounds % EVENT_PRUNE_EVERY == 0)
             except Exception:
                 log.exception("writing boot events failed")
 
-    def _flush_events(self) -> None:
+    def _flush_events(self, prune: bool = False) -> None:
         events = self.events.take()
-        if not events:
+        if not events and not prune:
             return
         with unit_of_work(self.ctx.session_factory) as db:
             service = NetbootService(db, self.ctx.clock)
             service.record_events(events)
-            service.prune_events(self.settings.boot.events_kept)
+            if prune:
+                service.prune_events(self.settings.boot.events_kept)
 
 
 def _pools(subnet: Subnet) -> list[tuple[IPv4Address, IPv4Address]]:

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from ipaddress import IPv4Address, IPv4Network
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, insert, select
 from sqlalchemy.orm import Session
 
 from appliance.clock import Clock, system_clock
@@ -469,7 +469,9 @@ class NetbootService:
         return paged(self.db, select(BootEvent), query, EVENT_FIELDS, (BootEvent.at.desc(), BootEvent.id.desc()))
 
     def record_events(self, events: list[dict[str, Any]]) -> None:
-        self.db.add_all(BootEvent(**event) for event in events)
+        """One multi-row INSERT (no ORM objects: a boot storm sends thousands per second)."""
+        if events:
+            self.db.execute(insert(BootEvent), events)
 
     def prune_events(self, keep: int) -> int:
         newest = self.db.scalars(select(BootEvent.id).order_by(BootEvent.id.desc()).offset(keep).limit(1)).first()

@@ -109,7 +109,7 @@ def test_reservations_are_honoured_and_replaced(ctx: AppContext) -> None:
     backend.set_hosts([])
     # Now a pool client like any other, still offered the address it was offered before.
     assert backend.lease(mac, None, NOW) == IPv4Address("10.9.0.15")
-    assert backend.lease(mac, None, NOW + 60) == IPv4Address("10.9.0.10"), "every hold has lapsed"
+    assert backend.lease(mac, None, NOW + 60) == IPv4Address("10.9.0.11"), "every hold has lapsed: next fit"
     with unit_of_work(ctx.session_factory) as db:
         assert db.scalars(select(DhcpLease)).first() is None
 

@@ -52,8 +52,9 @@ def test_an_offer_holds_the_address_without_binding_it() -> None:
     assert backend.lease(B, None, 0) == ip("10.0.0.11")
     assert backend.leases == {}, "an offer is only a proposal"
     assert backend.lease(A, None, 5) == ip("10.0.0.10"), "the same client is offered the same address"
-    # A hold that was never requested lapses.
-    assert backend.lease(C, None, 40) == ip("10.0.0.10")
+    # Next-fit: a new client gets the next address; after wrapping round, a lapsed hold is free again.
+    assert backend.lease(C, None, 40) == ip("10.0.0.12")
+    assert backend.lease("52:54:00:00:00:0d", None, 40) == ip("10.0.0.10")
 
 
 def test_requested_address_honoured_when_free_and_in_pool() -> None:
