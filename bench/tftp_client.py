@@ -123,7 +123,7 @@ class _Read:
         family = socket.AF_INET6 if ":" in server[0] else socket.AF_INET
         self.sock = socket.socket(family, socket.SOCK_DGRAM)
         self.sock.setblocking(False)
-        self.sock.bind((server[0], 0))
+        self.sock.bind(("::" if family == socket.AF_INET6 else "0.0.0.0", 0))
         self.peer: tuple[str, int] | None = None
         self.blksize = 512
         self.windowsize = 1
