@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 
 from pxe.tftp.files import BytesReader, FileNotFound
+from pxe.tftp.options import OptionLimits
 from pxe.tftp.protocol import RetryPolicy
 from pxe.tftp.server import ClosableReader, TftpServer
 
@@ -352,16 +353,22 @@ def test_random_garbage_never_stops_serving(tftp: ServerThread, root: Path, tmp_
 # -- transfer mechanics -----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("windowsize", [1, 16])
-def test_windowed_raw_client(tftp: ServerThread, root: Path, windowsize: int) -> None:
-    with udp() as sock:
+@pytest.mark.parametrize("gso", [True, False], ids=["segmentation-offload", "one-by-one"])
+@pytest.mark.parametrize("windowsize", [1, 16, 64])
+def test_windowed_raw_client(root: Path, windowsize: int, gso: bool) -> None:
+    """A window leaves as one segmented send (64 x 1472 bytes is over GSO's 64 KiB: two sends)
+    or datagram by datagram; the client sees the same packets either way."""
+    server = TftpServer(root, host=HOST, port=0, limits=OptionLimits(max_windowsize=64))
+    server._gso = gso
+    with ServerThread(server) as tftp, udp() as sock:
         content, acks = raw_fetch(sock, tftp.port, "big.bin", blksize=1468, windowsize=windowsize)
-    assert sha(content) == sha((root / "big.bin").read_bytes())
-    blocks = FILES["big.bin"] // 1468 + 1
-    assert acks == -(-blocks // windowsize)
-    stats = tftp.stats()
-    assert stats["completed"] == 1 and stats["active"] == 0
-    assert tftp.server.bytes_sent >= FILES["big.bin"]
+        assert sha(content) == sha((root / "big.bin").read_bytes())
+        blocks = FILES["big.bin"] // 1468 + 1
+        assert acks == -(-blocks // windowsize)
+        stats = tftp.stats()
+        assert stats["completed"] == 1 and stats["active"] == 0
+        assert tftp.server.bytes_sent >= FILES["big.bin"]
+        assert server._gso == gso, "the kernel refused UDP segmentation offload"
 
 
 def test_stranger_gets_unknown_tid_and_transfer_continues(tftp: ServerThread) -> None:
