@@ -31,6 +31,7 @@ deployments; the appliance implements the same protocol over its database.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from ipaddress import IPv4Address
@@ -42,12 +43,21 @@ __all__ = [
     "HostConfig",
     "Lease",
     "MemoryBackend",
+    "is_mac",
     "normalise_mac",
 ]
 
 #: What a known host gets: ``netboot`` = address and boot options, ``local`` = address only (the
 #: firmware then falls through to its next boot device), ``none`` = no answer from us at all.
 BootPolicy = Literal["netboot", "local", "none"]
+
+
+_MAC = re.compile(r"[0-9a-f]{2}([:-][0-9a-f]{2}){5}")
+
+
+def is_mac(text: str) -> bool:
+    """``text`` is an Ethernet MAC written ``aa:bb:cc:dd:ee:ff`` or ``aa-bb-...`` (any case)."""
+    return _MAC.fullmatch(text.strip().lower()) is not None
 
 
 def normalise_mac(mac: str) -> str:

@@ -21,7 +21,7 @@ from fastapi.responses import FileResponse, PlainTextResponse
 from appliance.context import AppContext
 from appliance.db.session import unit_of_work
 from appliance.errors import InvalidInput, NotFound
-from appliance.netboot.runtime import BOOTLOADERS
+from appliance.netboot.runtime import BOOTLOADERS, tftp_root
 from appliance.netboot.scripts import RAMDISK_FILES, boot_script, ramdisk_dir
 from appliance.services.netboot import NetbootService, parse_mac
 from pxe.tftp.files import FileError, resolve
@@ -96,8 +96,7 @@ def create_boot_app(ctx: AppContext) -> FastAPI:
     @app.get("/boot/{name}")
     def bootloader(name: str, request: Request) -> FileResponse:
         """Boot loaders for UEFI HTTP boot (the same files TFTP serves)."""
-        root = settings.tftp.root or settings.home / "tftp"
-        return serve_file(request, root, name, BOOTLOADERS)
+        return serve_file(request, tftp_root(settings), name, BOOTLOADERS)
 
     return app
 

@@ -35,6 +35,7 @@ from appliance.cli.output import (
     print_resource,
     when,
 )
+from pxe.backend import is_mac, normalise_mac
 
 app = typer.Typer(help="Network boot: DHCP subnets and reservations, leases, DNS records and boot events.",
                   no_args_is_help=True)
@@ -64,7 +65,6 @@ CLEAR = "none"
 POLL_S = 1.0
 FOLLOW_BATCH = 500
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
-_MAC = re.compile(r"[0-9a-f]{2}([:-][0-9a-f]{2}){5}")
 
 
 # --- how things look ---------------------------------------------------------------------------
@@ -160,10 +160,9 @@ def _choice(value: str, option: str, choices: tuple[str, ...]) -> str:
 
 
 def parse_mac(text: str) -> str:
-    value = text.strip().lower()
-    if not _MAC.fullmatch(value):
+    if not is_mac(text):
         raise UsageError(f"Not a MAC address: {text!r}.", hints=["Write it as aa:bb:cc:dd:ee:ff."])
-    return value.replace("-", ":")
+    return normalise_mac(text)
 
 
 def parse_range(text: str) -> tuple[str | None, str | None]:

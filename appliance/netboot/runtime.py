@@ -38,6 +38,7 @@ from pxe.tftp.options import OptionLimits
 from pxe.tftp.server import TftpServer
 
 if TYPE_CHECKING:
+    from appliance.config import Settings
     from appliance.context import AppContext
     from appliance.models import Subnet
     from pxe.dhcp.server import DhcpEvent, DhcpServer
@@ -54,6 +55,11 @@ _SIOCGIFADDR, _SIOCGIFNETMASK = 0x8915, 0x891B
 
 class InterfaceError(RuntimeError):
     """The DHCP interface is missing or has no IPv4 address."""
+
+
+def tftp_root(settings: Settings) -> Path:
+    """Where the TFTP server (and HTTP boot, for the same loaders) serves files from."""
+    return settings.tftp.root or settings.home / "tftp"
 
 
 def interface_address(name: str) -> IPv4Interface:
@@ -102,11 +108,10 @@ class NetbootRuntime:
         self.dns: DnsServer | None = None
         self.dhcp: _DhcpState | None = None
         self._tasks: list[asyncio.Task[None]] = []
-        self._leases_by_ip: dict[str, str] = {}
 
     @property
     def tftp_root(self) -> Path:
-        return self.settings.tftp.root or self.settings.home / "tftp"
+        return tftp_root(self.settings)
 
     async def start(self) -> None:
         await self._start_tftp()
@@ -150,7 +155,7 @@ class NetbootRuntime:
         log.info("TFTP serving %s on %s:%d", self.tftp_root, self.settings.api.bind_address, port)
 
     def _on_tftp_finished(self, client: tuple[str, int], filename: str, ok: bool, detail: str) -> None:
-        self.events.add(service="tftp", action="RRQ", mac=self._leases_by_ip.get(client[0]), client_ip=client[0],
+        self.events.add(service="tftp", action="RRQ", mac=self._mac_of(client[0]), client_ip=client[0],
                         detail=f"{filename} {detail}".strip(), ok=ok)
 
     # -- DHCP --
@@ -172,7 +177,6 @@ class NetbootRuntime:
                             persist=backend.persist, on_event=self._on_dhcp_event)
         await server.start()
         self.dhcp = _DhcpState(server, backend, address)
-        self._index_leases()
         log.info("DHCP (%s mode) on %s as %s: pool %s-%s, %d live leases", subnet.mode, dhcp.interface,
                  address, subnet.range_first, subnet.range_last, bound)
 
@@ -208,12 +212,16 @@ class NetbootRuntime:
         detail = " ".join(p for p in (event.ip, event.boot_method, event.boot_file, event.note) if p)
         self.events.add(service="dhcp", action=action, mac=event.mac, detail=detail or None,
                         ok=event.reply_type not in ("NAK",))
-        if event.ip and event.reply_type == "ACK":
-            self._leases_by_ip[event.ip] = event.mac
 
-    def _index_leases(self) -> None:
-        if self.dhcp is not None:
-            self._leases_by_ip = {str(ip): lease.mac for ip, lease in self.dhcp.backend.leases.items()}
+    def _mac_of(self, client_ip: str) -> str | None:
+        """The MAC holding ``client_ip``'s lease (a TFTP client is known only by its address)."""
+        if self.dhcp is None:
+            return None
+        try:
+            lease = self.dhcp.backend.leases.get(IPv4Address(client_ip))
+        except ValueError:
+            return None
+        return lease.mac if lease is not None else None
 
     # -- DNS --
 
@@ -274,7 +282,6 @@ class NetbootRuntime:
                 self.dhcp.backend.set_pools(_pools(subnet))
                 self.dhcp.backend.set_hosts(hosts)
                 self.dhcp.server.reconfigure(self._subnet_config(subnet, self.dhcp.address))
-            self._index_leases()
         if self.dns is not None:
             self.dns.zone.replace(await asyncio.to_thread(self._zone_records))
 

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from ipaddress import IPv4Address, IPv4Network
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select
+from sqlalchemy import delete, insert, select
 from sqlalchemy.orm import Session
 
 from appliance.clock import Clock, system_clock
@@ -24,7 +24,7 @@ from appliance.errors import AlreadyExists, InvalidInput, NotFound
 from appliance.models import BootEvent, BootToken, DhcpLease, DnsRecord, Reservation, ServerHardware, Subnet
 from appliance.query import CollectionQuery
 from appliance.repositories.base import Field, Kind, Page, paged
-from pxe.backend import HostConfig
+from pxe.backend import HostConfig, is_mac, normalise_mac
 
 SUBNET_MODES = ("server", "proxy")
 UNKNOWN_MAC_POLICIES = ("ignore", "discovery", "address-only")
@@ -34,7 +34,6 @@ BOOT_CHOICES = ("netboot", "disk", "local", "none")
 DNS_TYPES = ("A", "CNAME", "PTR")
 SETTINGS_SUBNET = "provisioning"
 
-_MAC = re.compile(r"^[0-9a-f]{2}([:-][0-9a-f]{2}){5}$")
 _LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 
 LEASE_FIELDS = {
@@ -79,9 +78,9 @@ DNS_FIELDS = {
 
 
 def parse_mac(value: Any, field: str = "mac") -> str:
-    if not isinstance(value, str) or not _MAC.match(value.strip().lower()):
+    if not isinstance(value, str) or not is_mac(value):
         raise InvalidInput(reason=f"{field}: {value!r} is not a MAC address (aa:bb:cc:dd:ee:ff)")
-    return value.strip().lower().replace("-", ":")
+    return normalise_mac(value)
 
 
 def parse_ip(value: Any, field: str) -> IPv4Address:
@@ -503,7 +502,3 @@ class NetbootService:
         if row.used is None:
             row.used = now
         return row
-
-    def count_live_leases(self, now: datetime) -> int:
-        return int(self.db.scalar(select(func.count()).select_from(DhcpLease).where(
-            DhcpLease.state == "bound", DhcpLease.expires > now)) or 0)
