@@ -67,7 +67,6 @@ from pathlib import Path
 
 from bench.netboot_lab import (
     KEA_DHCP4,
-    IngotApi,
     WideLab,
     dnsmasq_argv,
     kea_config,
@@ -75,6 +74,7 @@ from bench.netboot_lab import (
     start_ingot,
     start_server,
     stop_pid,
+    total,
     udp_rcvbuf_errors,
 )
 from tests.support.netns import Host, unavailable_reason
@@ -174,11 +174,10 @@ def measure_ingot(lab: WideLab, srv: Host, cli: Host, step: Step, pool: tuple[IP
     try:
         assert appliance.proc is not None
         run_perfdhcp(lab, cli, srv, step, clients, appliance.proc.pid)
-        api = IngotApi(srv)
-        step.leases = api.total("/rest/dhcp/leases", "state='bound'")
+        step.leases = total(appliance, "/rest/dhcp/leases", "state='bound'")
         time.sleep(1.5)  # boot events are written once a second
-        naks = api.total("/rest/boot-events", "action='REQUEST/NAK'")
-        kept = api.total("/rest/boot-events")
+        naks = total(appliance, "/rest/boot-events", "action='REQUEST/NAK'")
+        kept = total(appliance, "/rest/boot-events")
         step.naks = f"{'>=' if kept >= 20000 else ''}{naks}"  # events beyond 20000 are pruned
     finally:
         appliance.stop(timeout=30)

@@ -18,23 +18,17 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Callable
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 from typing import Any, TypeVar
 
-import httpx
-
-from tests.support.live import ADMIN_PASSWORD, LiveAppliance
+from tests.support.live import LiveAppliance, boot_services_env
 from tests.support.netboot_lab import in_netns
 from tests.support.netns import Host, Lab
 
 __all__ = [
     "DNSMASQ",
-    "HTTPS_PORT",
-    "HTTP_PORT",
     "KEA_DHCP4",
-    "IngotApi",
     "WideLab",
     "copy_bootloader",
     "dnsmasq_argv",
@@ -44,13 +38,12 @@ __all__ = [
     "start_ingot",
     "start_server",
     "stop_pid",
+    "total",
     "udp_rcvbuf_errors",
     "wait_udp_port",
 ]
 
 T = TypeVar("T")
-HTTPS_PORT = 8443
-HTTP_PORT = 8080
 KEA_DHCP4 = "/usr/sbin/kea-dhcp4"
 DNSMASQ = "/usr/sbin/dnsmasq"
 
@@ -165,43 +158,16 @@ def kea_env(work: Path) -> dict[str, str]:
 def start_ingot(lab: Lab, srv: Host, home: Path, first: IPv4Address, last: IPv4Address, *,
                 extra_env: dict[str, str] | None = None, timeout: float = 60.0) -> LiveAppliance:
     """The real ``ingot serve`` in ``srv``'s namespace: SQLite under ``home``, DHCP on the lab veth only."""
-    env = {
-        "INGOT_BIND_ADDRESS": "0.0.0.0",  # inside the lab namespace: its own interfaces only
-        "INGOT_HTTPS_PORT": str(HTTPS_PORT), "INGOT_HTTP_PORT": str(HTTP_PORT), "INGOT_TFTP_PORT": "69",
-        "INGOT_DNS_PORT": "53", "INGOT_DHCP_INTERFACE": srv.ifname, "INGOT_DHCP_RANGE": f"{first}-{last}",
-        "INGOT_DHCP_ROUTER": str(srv.ip), "INGOT_LOG_LEVEL": "WARNING",
-        **(extra_env or {}),
-    }
+    env = boot_services_env(srv.ifname, str(srv.ip), str(first), str(last))
+    env |= {"INGOT_LOG_LEVEL": "WARNING", **(extra_env or {})}
     appliance = LiveAppliance(home, None, extra_env=env, with_test_handlers=False, netns=srv.ns)
     return appliance.start(timeout=timeout)
 
 
-class IngotApi:
-    """The appliance's REST API as Administrator, called from a thread inside the server namespace."""
-
-    def __init__(self, srv: Host) -> None:
-        self.ns = srv.ns
-        self.base = f"https://{srv.ip}:{HTTPS_PORT}"
-        self.session = str(self.call(lambda c: c.post("/rest/login-sessions", json={
-            "userName": "Administrator", "password": ADMIN_PASSWORD}))["sessionID"])
-
-    def call(self, request: Callable[[httpx.Client], httpx.Response], timeout: float = 30.0) -> Any:
-        headers = {"X-API-Version": "4600"}
-        if getattr(self, "session", None):
-            headers["auth"] = self.session
-
-        def work() -> Any:
-            with httpx.Client(base_url=self.base, verify=False, headers=headers, timeout=timeout) as client:
-                response = request(client)
-            response.raise_for_status()
-            return response.json() if response.content else None
-
-        return in_netns(self.ns, work, timeout=timeout + 5)
-
-    def total(self, path: str, filter: str | None = None) -> int:
-        """``total`` of a collection (one member fetched), optionally filtered (``state='bound'``)."""
-        params = {"count": "1", **({"filter": f'"{filter}"'} if filter else {})}
-        return int(self.call(lambda c: c.get(path, params=params))["total"])
+def total(appliance: LiveAppliance, path: str, filter: str | None = None) -> int:
+    """``total`` of a collection (one member fetched), optionally filtered (``state='bound'``)."""
+    params = {"count": "1", **({"filter": f'"{filter}"'} if filter else {})}
+    return int(appliance.api("GET", path, params=params)["total"])
 
 
 def copy_bootloader(name: str, root: Path) -> Path:

@@ -66,7 +66,6 @@ from pathlib import Path
 import httpx
 
 from bench.netboot_lab import (
-    IngotApi,
     WideLab,
     copy_bootloader,
     dnsmasq_argv,
@@ -74,6 +73,7 @@ from bench.netboot_lab import (
     start_ingot,
     start_server,
     stop_pid,
+    total,
     udp_rcvbuf_errors,
 )
 from bench.tftp_client import ClientOptions, Expected, fetch
@@ -374,7 +374,7 @@ def ingot_storm(lab: WideLab, work: Path, pool: tuple[IPv4Address, IPv4Address],
         outcome = run_storm(lab, cli.ip, str(srv.ip), args.clients, "DTIH", expected, args.client_timeout,
                             args.timeout, "Ingot")
         with contextlib.suppress(Exception):
-            outcome.leases = IngotApi(srv).total("/rest/dhcp/leases", "state='bound'")
+            outcome.leases = total(appliance, "/rest/dhcp/leases", "state='bound'")
         warnings = [line for line in appliance.log_text().splitlines() if '"WARNING"' in line or '"ERROR"' in line]
         if warnings:
             outcome.note = f"{len(warnings)} WARNING/ERROR log lines, e.g. {warnings[0][:300]}"

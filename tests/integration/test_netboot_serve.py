@@ -15,10 +15,9 @@ from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
-from tests.support.live import ADMIN_PASSWORD, LiveAppliance
+from tests.support.live import LiveAppliance, boot_services_env
 from tests.support.netns import Host, Lab
 
 IPXE_DIR = Path("/usr/lib/ipxe")
@@ -61,40 +60,14 @@ def udhcpc(lab: Lab, host: Host, tmp_path: Path, *, extra: list[str] | None = No
     return dict(line.split("=", 1) for line in out.read_text().splitlines())
 
 
-class Api:
-    """The appliance's REST API, called from inside the server namespace."""
-
-    def __init__(self, lab: Lab, host: Host, port: int) -> None:
-        self.lab, self.host, self.base = lab, host, f"https://{host.ip}:{port}"
-        self.session = self.call("POST", "/rest/login-sessions",
-                                 json={"userName": "Administrator", "password": ADMIN_PASSWORD})["sessionID"]
-
-    def call(self, method: str, path: str, **kwargs: Any) -> Any:
-        headers = {"X-API-Version": "4600"}
-        if getattr(self, "session", None):
-            headers["auth"] = self.session
-
-        def work() -> Any:
-            with httpx.Client(base_url=self.base, verify=False, headers=headers, timeout=8) as client:
-                response = client.request(method, path, **kwargs)
-            assert response.status_code < 300, f"{method} {path}: {response.status_code} {response.text}"
-            return response.json() if response.content else None
-
-        return self.lab.call_in(self.host, work)
-
-    def members(self, path: str) -> list[dict[str, Any]]:
-        return list(self.call("GET", path)["members"])
-
-
 def start_appliance(lab: Lab, srv: Host, home: Path, database_url: str | None) -> LiveAppliance:
-    first, last = lab.address(100), lab.address(150)
-    env = {
-        "INGOT_BIND_ADDRESS": "0.0.0.0",  # inside the lab namespace: its own interfaces only
-        "INGOT_HTTPS_PORT": "8443", "INGOT_HTTP_PORT": "8080", "INGOT_TFTP_PORT": "69", "INGOT_DNS_PORT": "53",
-        "INGOT_DHCP_INTERFACE": srv.ifname, "INGOT_DHCP_RANGE": f"{first}-{last}",
-        "INGOT_DHCP_ROUTER": str(srv.ip), "INGOT_DNS__DOMAIN": DOMAIN, "INGOT_DHCP__LEASE_TIME_S": "600",
-    }
+    env = boot_services_env(srv.ifname, str(srv.ip), str(lab.address(100)), str(lab.address(150)))
+    env |= {"INGOT_DNS__DOMAIN": DOMAIN, "INGOT_DHCP__LEASE_TIME_S": "600"}
     return LiveAppliance(home, database_url, extra_env=env, netns=srv.ns).start(timeout=60)
+
+
+def members(appliance: LiveAppliance, path: str) -> list[dict[str, Any]]:
+    return list(appliance.api("GET", path)["members"])
 
 
 def wait_for(check: Any, timeout: float = 15.0) -> Any:
@@ -122,14 +95,13 @@ def test_lease_boot_files_dns_and_events_through_ingot_serve(
     (ramdisk / "initrd.img").write_bytes(b"initrd" * 1000)
     appliance = start_appliance(lab, srv, home, netns_database_url)
     try:
-        api = Api(lab, srv, appliance.https_port)
         lease = udhcpc(lab, cli, tmp_path)
         assert lab.address(100) <= IPv4Address(lease["ip"]) <= lab.address(150)
         assert lease["router"] == str(srv.ip) and lease["serverid"] == str(srv.ip)
         assert lease["dns"] == str(srv.ip) and lease["domain"] == DOMAIN and lease["lease"] == "600"
 
         # The lease is in the API (and so in the database) with the client's MAC.
-        leases = api.members(f"/rest/dhcp/leases?filter=\"mac='{cli.mac}'\"")
+        leases = members(appliance, f"/rest/dhcp/leases?filter=\"mac='{cli.mac}'\"")
         assert [(item["ip"], item["state"]) for item in leases] == [(lease["ip"], "bound")]
 
         # TFTP: the BIOS iPXE loader, byte for byte, at the block size PXE ROMs use.
@@ -148,7 +120,7 @@ def test_lease_boot_files_dns_and_events_through_ingot_serve(
 
         # DNS: the appliance's own name; a reservation's host name follows the live lease.
         assert dig(lab, cli, srv, f"ingot.{DOMAIN}", "A") == str(srv.ip)
-        api.call("POST", "/rest/dhcp/reservations", json={"mac": cli.mac, "hostname": "node7"})
+        appliance.api("POST", "/rest/dhcp/reservations", json={"mac": cli.mac, "hostname": "node7"})
         assert wait_for(lambda: dig(lab, cli, srv, f"node7.{DOMAIN}", "A") == lease["ip"])
         assert dig(lab, cli, srv, "-x", lease["ip"]) == f"node7.{DOMAIN}."
         assert "NXDOMAIN" in lab.run_in(cli, ["dig", f"@{srv.ip}", "+tries=1", "+time=2", f"nobody.{DOMAIN}"],
@@ -156,7 +128,7 @@ def test_lease_boot_files_dns_and_events_through_ingot_serve(
 
         # Boot events: what this machine asked each service for.
         def events() -> set[tuple[str, str]]:
-            found = api.members(f"/rest/boot-events?filter=\"mac='{cli.mac}'\"&count=100")
+            found = members(appliance, f"/rest/boot-events?filter=\"mac='{cli.mac}'\"&count=100")
             return {(e["service"], e["action"]) for e in found}
 
         assert wait_for(lambda: {("dhcp", "DISCOVER/OFFER"), ("dhcp", "REQUEST/ACK"), ("tftp", "RRQ"),
@@ -175,8 +147,7 @@ def test_killed_appliance_keeps_every_acknowledged_lease(
         lease = udhcpc(lab, first, tmp_path)
         appliance.kill()  # SIGKILL straight after the ACK: no shutdown hook writes anything
         appliance = start_appliance(lab, srv, home, netns_database_url)
-        api = Api(lab, srv, appliance.https_port)
-        leases = {item["mac"]: item["ip"] for item in api.members("/rest/dhcp/leases")}
+        leases = {item["mac"]: item["ip"] for item in members(appliance, "/rest/dhcp/leases")}
         assert leases == {first.mac: lease["ip"]}
         # The restarted server knows the binding: another machine gets another address, and the
         # first one, asking again from scratch, gets its own address back.

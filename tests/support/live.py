@@ -9,12 +9,24 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import httpx
 
+from tests.support.netns import in_namespace
+
 REPO = Path(__file__).resolve().parents[2]
 ADMIN_PASSWORD = "Adm1n-test-pass"
+
+
+def boot_services_env(interface: str, router: str, first: str, last: str) -> dict[str, str]:
+    """Settings for an appliance serving network boot inside a lab namespace: listeners on the
+    namespace's own interfaces (0.0.0.0 there), the standard ports, DHCP only on ``interface``."""
+    return {
+        "INGOT_BIND_ADDRESS": "0.0.0.0",
+        "INGOT_HTTPS_PORT": "8443", "INGOT_HTTP_PORT": "8080", "INGOT_TFTP_PORT": "69", "INGOT_DNS_PORT": "53",
+        "INGOT_DHCP_INTERFACE": interface, "INGOT_DHCP_RANGE": f"{first}-{last}", "INGOT_DHCP_ROUTER": router,
+    }
 
 
 class LiveAppliance:
@@ -32,6 +44,7 @@ class LiveAppliance:
         self.http_port = 0
         self.log_path = home / "appliance.log"
         self._log: BinaryIO | None = None
+        self._session: str | None = None
 
     @property
     def url(self) -> str:
@@ -62,6 +75,7 @@ class LiveAppliance:
 
     def start(self, timeout: float = 30.0) -> LiveAppliance:
         self.home.mkdir(parents=True, exist_ok=True)
+        self._session = None
         ready = self.home / "ready"
         ready.unlink(missing_ok=True)
         if self.with_test_handlers:
@@ -124,3 +138,19 @@ class LiveAppliance:
 
     def log_text(self) -> str:
         return self.log_path.read_text() if self.log_path.is_file() else ""
+
+    def api(self, method: str, path: str, *, timeout: float = 30.0, **kwargs: Any) -> Any:
+        """One REST call as Administrator, returning the JSON body; made from inside the
+        appliance's network namespace when it runs in one (its API is unreachable from outside)."""
+
+        def work() -> Any:
+            if self._session is None:
+                self._session = self.login()
+            with self.client(self._session) as client:
+                response = client.request(method, path, **kwargs)
+            if response.status_code >= 300:
+                raise RuntimeError(f"{method} {path}: {response.status_code} {response.text}")
+            return response.json() if response.content else None
+
+        return work() if self.netns is None else in_namespace(self.netns, work, timeout + 5)
+

@@ -40,14 +40,12 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from tests.support.bootimage import BootImage
-from tests.support.live import REPO, LiveAppliance
+from tests.support.live import REPO, LiveAppliance, boot_services_env
 from tests.support.netns import in_namespace
 from tests.support.qemu import start_vm, stop_vm
 
 T = TypeVar("T")
 NETNS_DIR = Path("/run/netns")
-HTTPS_PORT = 8443
-HTTP_PORT = 8080
 
 
 def ip(*args: str, netns: str | None = None) -> None:
@@ -115,16 +113,8 @@ class NetbootLab:
         return str(base + 100), str(base + 150)
 
     def appliance_env(self, ramdisk_dir: Path) -> dict[str, str]:
-        first, last = self.dhcp_range
         return {
-            "INGOT_BIND_ADDRESS": "0.0.0.0",  # inside the namespace only
-            "INGOT_HTTPS_PORT": str(HTTPS_PORT),
-            "INGOT_HTTP_PORT": str(HTTP_PORT),
-            "INGOT_TFTP_PORT": "69",
-            "INGOT_DNS_PORT": "53",
-            "INGOT_DHCP_INTERFACE": self.bridge,
-            "INGOT_DHCP_RANGE": f"{first}-{last}",
-            "INGOT_DHCP_ROUTER": self.address,
+            **boot_services_env(self.bridge, self.address, *self.dhcp_range),
             "INGOT_DHCP_DNS": self.address,
             "INGOT_DHCP_MODE": "server",
             "INGOT_BOOT__RAMDISK_DIR": str(ramdisk_dir),
@@ -151,16 +141,8 @@ class NetbootLab:
 
     def api_get(self, path: str, **params: str) -> Any:
         """GET ``path`` from the appliance's REST API as Administrator, from inside the namespace."""
-        appliance = self.appliance
-        assert appliance is not None
-
-        def get() -> Any:
-            with appliance.client(appliance.login()) as client:
-                r = client.get(path, params=params)
-                r.raise_for_status()
-                return r.json()
-
-        return self.call(get)
+        assert self.appliance is not None
+        return self.appliance.api("GET", path, params=params)
 
 
 def _free_lab_id() -> int:
