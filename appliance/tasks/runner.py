@@ -26,8 +26,9 @@ import contextlib
 import functools
 import logging
 import uuid
+from collections.abc import Callable
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy.orm import Session
 
@@ -41,7 +42,21 @@ from appliance.services.tasks import error_entry
 from appliance.tasks.handlers import HandlerFactory, Outcome, TaskContext, TaskHandler
 from appliance.tasks.states import ACTIVE_STATES, TaskState
 
+T = TypeVar("T")
+
 log = logging.getLogger(__name__)
+
+
+async def _outlive_cancel(write: Callable[[], T]) -> T:
+    """Run a database write for a handler in a worker thread, and wait for it even when the handler
+    is cancelled. The thread cannot be stopped; if the handler returned at once, its last progress
+    line ("Step 6 of 400 done.") could land after the runner recorded how the task ended ("Paused")."""
+    job = asyncio.ensure_future(asyncio.to_thread(write))
+    try:
+        return await asyncio.shield(job)
+    except asyncio.CancelledError:
+        await asyncio.wait([job])
+        raise
 
 
 class _Cancelled(Exception):
@@ -308,7 +323,7 @@ class TaskRunner:
                     TaskRepository(db).add_progress(task, message, now)
                 task.modified = now
 
-        await asyncio.to_thread(write)
+        await _outlive_cancel(write)
 
     async def save_checkpoint(self, task_id: str, data: dict[str, Any]) -> None:
         def write() -> None:
@@ -317,7 +332,7 @@ class TaskRunner:
                 if task is not None:
                     task.checkpoint = data
 
-        await asyncio.to_thread(write)
+        await _outlive_cancel(write)
 
     async def open_phase(self, parent_id: str, name: str) -> str:
         def write() -> str:
@@ -334,7 +349,7 @@ class TaskRunner:
                 TaskRepository(db).add_progress(child, "Started.", now)
                 return child.id
 
-        return await asyncio.to_thread(write)
+        return await _outlive_cancel(write)
 
     async def close_phase(self, child_id: str, failed: bool, error: ApplianceError | None) -> None:
         def write() -> None:
@@ -351,7 +366,7 @@ class TaskRunner:
                 child.completed = child.modified = now
                 TaskRepository(db).add_progress(child, child.status, now)
 
-        await asyncio.to_thread(write)
+        await _outlive_cancel(write)
 
     # --- heartbeat -----------------------------------------------------------------------------
     async def _heartbeat(self) -> None:
