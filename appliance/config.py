@@ -98,6 +98,11 @@ class TftpSettings(Group):
     max_transfers: int = Field(512, ge=1, description="Concurrent transfers; more get ERROR 0 'server busy'.")
     max_blksize: int = Field(1468, ge=512, le=65464, description="Largest block size negotiated (RFC 2348).")
     max_windowsize: int = Field(64, ge=1, le=65535, description="Largest window negotiated (RFC 7440).")
+    busy_poll_us: int = Field(
+        200, ge=0, le=5000,
+        description="While one transfer runs alone, poll its socket this long after each send instead "
+        "of sleeping (lock-step transfers wait for each ACK; 0 = never poll).",
+    )
 
 
 class DnsSettings(Group):

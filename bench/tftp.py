@@ -16,9 +16,11 @@ Servers, one at a time, each in its own process(es), all on one temporary root w
 - dnsmasq 2.90 ``--enable-tftp`` (C, one process) at its default ``--tftp-max`` of 50 concurrent
   transfers, to show what that limit does to 100 clients, and again with ``--tftp-max`` above the
   number of clients, which is the row the comparison uses;
-- Ingot: ``TftpServer`` with its default limits (blksize up to 1468, windowsize up to 16) on the
-  stock asyncio event loop in one Python process, as the appliance runs it
-  (``python -m bench.tftp --serve-ingot ROOT``).
+- Ingot: ``TftpServer`` with its default limits (blksize up to 1468, windowsize up to 16) and the
+  appliance's default ``tftp.busy_poll_us`` (a transfer running alone polls for its ACKs instead
+  of sleeping) on the stock asyncio event loop in one Python process, as the appliance runs it
+  (``python -m bench.tftp --serve-ingot ROOT``); and for (a) once more with polling off
+  ("Ingot, no busy poll"), to show what the polling is worth and what it costs in server CPU.
 
 Client: :mod:`bench.tftp_client`, one asyncio process (this one), the same code for every server.
 Every transfer asks for ``blksize 1468`` and ``tsize`` (equal options); the "Ingot ws16" rows add
@@ -72,6 +74,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from appliance.config import TftpSettings
 from bench.tftp_client import ClientOptions, Expected, Result, fetch, fetch_many
 
 HOST = "127.0.0.1"
@@ -86,20 +89,22 @@ REPO = Path(__file__).resolve().parents[1]
 # --pin: (client CPUs, server CPUs); None leaves placement to the scheduler.
 PLACEMENTS: dict[str, tuple[set[int] | None, set[int] | None]] = {
     "split": ({0}, {1}), "shared": ({0}, {0}), "none": (None, None)}
+# The appliance's default (tftp.busy_poll_us): a transfer running alone polls for its ACKs.
+BUSY_POLL_US = TftpSettings().busy_poll_us
 INNER_TIMEOUT_S = 900  # the whole inner run; the parent ends it (by PID) past this
 
 
 # -- Ingot's server, in its own process -------------------------------------------------------------
 
 
-def serve_ingot(root: Path, port: int) -> int:
+def serve_ingot(root: Path, port: int, busy_poll_us: int) -> int:
     """Run TftpServer on HOST:port until SIGTERM; print a line once listening."""
     from pxe.tftp.server import TftpServer
 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
 
     async def run() -> None:
-        server = TftpServer(root, host=HOST, port=port)
+        server = TftpServer(root, host=HOST, port=port, busy_poll_s=busy_poll_us / 1e6)
         await server.start()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -145,8 +150,11 @@ def dnsmasq_argv(tftp_max: int | None) -> Callable[[Path, Path], list[str]]:
     return argv
 
 
-def ingot_argv(root: Path, _work: Path) -> list[str]:
-    return [sys.executable, "-m", "bench.tftp", "--serve-ingot", str(root), "--port", str(INGOT_PORT)]
+def ingot_argv(busy_poll_us: int) -> Callable[[Path, Path], list[str]]:
+    def argv(root: Path, _work: Path) -> list[str]:
+        return [sys.executable, "-m", "bench.tftp", "--serve-ingot", str(root), "--port", str(INGOT_PORT),
+                "--busy-poll-us", str(busy_poll_us)]
+    return argv
 
 
 class ServerProcess:
@@ -347,12 +355,14 @@ def inner(args: argparse.Namespace) -> int:
         dns_default = "dnsmasq (tftp-max 50)"
         dns_raised = f"dnsmasq (tftp-max {args.concurrent + 50})"
         ws = f"Ingot ws{WINDOWSIZE}"
+        no_poll = "Ingot, no busy poll"
         plan: list[tuple[ServerSpec, ClientOptions, bool, bool]] = [  # spec, options, run (a), run (b)
             (ServerSpec("tftpd-hpa", TFTPD_PORT, tftpd_argv, forks=True), equal, True, True),
             (ServerSpec(dns_default, DNSMASQ_PORT, dnsmasq_argv(None)), equal, False, True),
             (ServerSpec(dns_raised, DNSMASQ_PORT, dnsmasq_argv(args.concurrent + 50)), equal, True, True),
-            (ServerSpec("Ingot", INGOT_PORT, ingot_argv), equal, True, True),
-            (ServerSpec(ws, INGOT_PORT, ingot_argv), windowed, True, True),
+            (ServerSpec("Ingot", INGOT_PORT, ingot_argv(BUSY_POLL_US)), equal, True, True),
+            (ServerSpec(no_poll, INGOT_PORT, ingot_argv(0)), equal, True, False),
+            (ServerSpec(ws, INGOT_PORT, ingot_argv(BUSY_POLL_US)), windowed, True, True),
         ]
         print(f"bench.tftp: blksize {BLKSIZE} and tsize for all, {ws} adds windowsize {WINDOWSIZE}; loopback of a "
               f"private netns; --pin {args.pin} (client CPUs {sorted(client_cpus or [])}, server CPUs "
@@ -392,8 +402,10 @@ def inner(args: argparse.Namespace) -> int:
     for scenario in (single_name, many_name):
         tftpd, dns = best[("tftpd-hpa", scenario)].mbps, best[(dns_raised, scenario)].mbps
         ingot, ingot_ws = best[("Ingot", scenario)].mbps, best[(ws, scenario)].mbps
+        unpolled = f"; {no_poll}/tftpd-hpa {best[(no_poll, scenario)].mbps / tftpd:.2f}x" \
+            if (no_poll, scenario) in best else ""
         print(f"  {scenario}: Ingot/tftpd-hpa {ingot / tftpd:.2f}x, {ws}/tftpd-hpa {ingot_ws / tftpd:.2f}x; "
-              f"Ingot/dnsmasq {ingot / dns:.2f}x, {ws}/dnsmasq {ingot_ws / dns:.2f}x")
+              f"Ingot/dnsmasq {ingot / dns:.2f}x, {ws}/dnsmasq {ingot_ws / dns:.2f}x{unpolled}")
     print()
     for scenario in (single_name, many_name):
         tftpd = best[("tftpd-hpa", scenario)].mbps
@@ -473,9 +485,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--inner", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--serve-ingot", type=Path, metavar="ROOT", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, default=INGOT_PORT, help=argparse.SUPPRESS)
+    parser.add_argument("--busy-poll-us", type=int, default=BUSY_POLL_US, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve_ingot is not None:
-        return serve_ingot(args.serve_ingot, args.port)
+        return serve_ingot(args.serve_ingot, args.port, args.busy_poll_us)
     if not (1 <= args.single_mib <= 1024 and 1 <= args.concurrent <= 500 and 1 <= args.concurrent_mib <= 256
             and 1 <= args.repeats <= 10 and 1 <= args.concurrent_repeats <= 10
             and 0 < args.single_deadline <= 300 and 0 < args.concurrent_deadline <= 300):

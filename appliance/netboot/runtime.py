@@ -150,6 +150,7 @@ class NetbootRuntime:
         limits = OptionLimits(max_blksize=tftp.max_blksize, max_windowsize=tftp.max_windowsize)
         self.tftp = TftpServer(self.tftp_root, host=self.settings.api.bind_address, port=tftp.port,
                                limits=limits, max_transfers=tftp.max_transfers,
+                               busy_poll_s=tftp.busy_poll_us / 1e6,
                                on_finished=self._on_tftp_finished)
         port = await self.tftp.start()
         log.info("TFTP serving %s on %s:%d", self.tftp_root, self.settings.api.bind_address, port)
