@@ -317,7 +317,7 @@ class TftpServer:
         A lock-step transfer is bound by the round trip, and on a VM whose idle vCPUs halt, waking
         from the wait for the ACK costs more than everything else in it: a UDP ping-pong between
         two vCPUs here takes ~70 us per round trip with both sides sleeping and ~20 us when the
-        server polls (bench/tftp). This is Linux's SO_BUSY_POLL, done here because loopback and
+        server polls (bench/udp_wakeup). This is Linux's SO_BUSY_POLL, done here because loopback and
         virtio without NAPI polling get nothing from the socket option. It costs one core while a
         single transfer runs and nothing else does; with company the loop is busy anyway.
 
