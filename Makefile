@@ -4,10 +4,11 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-# Debian packages: PostgreSQL for the second database backend, Chromium for the browser tests.
+# Debian packages: PostgreSQL for the second database backend, Chromium for the browser tests,
+# qemu-utils (qemu-img, qemu-io, qemu-nbd) for the image library.
 DEBS_TEST := postgresql chromium fonts-dejavu-core openipmi ipmitool atftp curl \
 	iproute2 isc-dhcp-client busybox dhcpcd-base kea-admin kea-dhcp4-server dnsmasq-base tftpd-hpa \
-	bind9-dnsutils ipxe ipxe-qemu qemu-system-x86 cpio
+	bind9-dnsutils ipxe ipxe-qemu qemu-system-x86 cpio qemu-utils
 DEBS_DEMO := ipxe
 
 .PHONY: demo test lint typecheck unit deps-test deps-demo venv clean

@@ -1,0 +1,220 @@
+"""The image store on disk: content-addressed golden images and the OS volumes cloned from them.
+
+Layout under the store's root (``INGOT_HOME/images``)::
+
+    golden/<sha256>.qcow2   golden images, canonical qcow2, named by the sha256 of the file, read-only
+    volumes/<id>.qcow2      OS volumes: qcow2 overlays backed by a golden image (or full copies)
+    incoming/               work in progress; whatever is here at start-up was left by a crash
+
+Nothing half-written is ever visible: every file is made in ``incoming/``, fsynced, and renamed
+into place (a rename within one file system is atomic), then the directory is fsynced so the
+rename survives a power cut. :meth:`ImageStore.sweep` empties ``incoming/`` when the appliance
+starts. Every import is probed and judged (:mod:`golden_images.assess`) before anything else
+reads it, converted to qcow2 (which also drops whatever the source format carried besides the
+disk's contents), probed again, and only then checksummed and published.
+
+The database records which golden image (by checksum) and which volumes exist; this module
+only keeps the files. All calls block: run them in a task or a worker thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import re
+import secrets
+import shutil
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from golden_images import qemu_img
+from golden_images.assess import ImageFacts, ImageRefused, assess
+from golden_images.bundle import extract_single_disk, is_zip
+
+CANONICAL = "qcow2"
+_VOLUME_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")  # used with fullmatch: "$" allows a final \n
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_HASH_CHUNK = 4 << 20
+
+Progress = Callable[[float], None]  # percent complete, 0-100
+
+
+@dataclass(frozen=True)
+class StoredImage:
+    sha256: str
+    path: Path
+    size: int  # bytes of the stored qcow2 file
+    virtual_size: int
+    source_format: str  # what it was before conversion: qcow2, raw, vmdk, vpc, vhdx (or "zip+raw")
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_file(path: Path) -> None:
+    with path.open("rb") as f:
+        os.fsync(f.fileno())
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(_HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class ImageStore:
+    def __init__(self, root: Path, *, max_virtual_size: int) -> None:
+        self.root = root
+        self.golden_dir = root / "golden"
+        self.volumes_dir = root / "volumes"
+        self.incoming_dir = root / "incoming"
+        self.max_virtual_size = max_virtual_size
+        for folder in (self.golden_dir, self.volumes_dir, self.incoming_dir):
+            folder.mkdir(parents=True, exist_ok=True, mode=0o750)
+
+    # -- housekeeping --------------------------------------------------------------------------
+
+    def sweep(self) -> list[str]:
+        """Remove what a crashed import, clone or capture left in ``incoming/``; return the names."""
+        removed = []
+        for leftover in sorted(self.incoming_dir.iterdir()):
+            if leftover.is_dir() and not leftover.is_symlink():
+                shutil.rmtree(leftover)
+            else:
+                leftover.unlink()
+            removed.append(leftover.name)
+        return removed
+
+    @contextlib.contextmanager
+    def workspace(self) -> Iterator[Path]:
+        """A private directory in ``incoming/``, removed afterwards whatever happens."""
+        path = self.incoming_dir / f"work-{secrets.token_hex(8)}"
+        path.mkdir(mode=0o700)
+        try:
+            yield path
+        finally:
+            shutil.rmtree(path, ignore_errors=True)
+
+    def free_bytes(self) -> int:
+        return shutil.disk_usage(self.root).free
+
+    # -- golden images -------------------------------------------------------------------------
+
+    def golden_path(self, sha256: str) -> Path:
+        if not _SHA256.fullmatch(sha256):
+            raise ValueError(f"not a sha256 checksum: {sha256!r}")
+        return self.golden_dir / f"{sha256}.{CANONICAL}"
+
+    def probe(self, source: Path, claimed: str | None) -> ImageFacts:
+        """Judge an untrusted file (ImageRefused says why not); nothing else has read it yet."""
+        try:
+            info = qemu_img.info(source)
+        except qemu_img.QemuImgError as exc:
+            raise ImageRefused(f"the file is not a readable disk image ({exc})") from exc
+        return assess(info, claimed=claimed, max_virtual_size=self.max_virtual_size)
+
+    def ingest(self, source: Path, *, claimed: str | None = None, on_progress: Progress | None = None,
+               max_bundle_bytes: int | None = None) -> StoredImage:
+        """Add an untrusted image file (qcow2, raw, vmdk, vhd, vhdx, or HPE's zip of one raw disk).
+
+        ``source`` itself is never modified. ``claimed`` is the uploader's format (qemu-img name) or
+        None to accept what the contents are. Raises ImageRefused with the reason.
+        """
+        with self.workspace() as work:
+            label = None
+            if is_zip(source):
+                if claimed not in (None, "raw"):
+                    raise ImageRefused(f"the image was given as {claimed} but the file is a zip archive")
+                disk = work / "bundle.raw"
+                extract_single_disk(source, disk, max_bytes=max_bundle_bytes or self.max_virtual_size)
+                source, claimed, label = disk, "raw", "zip+raw"
+            facts = self.probe(source, claimed)
+            converted = work / f"image.{CANONICAL}"
+            try:
+                qemu_img.convert(source, converted, src_format=facts.format, on_progress=on_progress)
+            except qemu_img.QemuImgError as exc:  # a header that passed, over data that does not
+                raise ImageRefused(f"the image could not be read to its end ({exc})") from exc
+            return self._publish(converted, label or facts.format)
+
+    def capture(self, volume: Path, *, compress: bool = False, on_progress: Progress | None = None) -> StoredImage:
+        """A new golden image from an OS volume: flattened (its golden image folded in), optionally
+        compressed, checksummed and published like an import."""
+        with self.workspace() as work:
+            converted = work / f"image.{CANONICAL}"
+            qemu_img.convert(volume, converted, src_format=CANONICAL, compress=compress, on_progress=on_progress)
+            return self._publish(converted, CANONICAL)
+
+    def _publish(self, converted: Path, source_format: str) -> StoredImage:
+        # What qemu-img wrote is ours, but check it as strictly as an upload before it is kept.
+        facts = assess(qemu_img.info(converted, CANONICAL), claimed=CANONICAL, max_virtual_size=self.max_virtual_size)
+        # Flushing the file to disk and hashing it (from the page cache) overlap: hashlib and
+        # fsync both release the GIL, so a capture pays for the longer of the two, not the sum.
+        with ThreadPoolExecutor(max_workers=1) as flusher:
+            flushed = flusher.submit(_fsync_file, converted)
+            digest = sha256_of(converted)
+            flushed.result()
+        target = self.golden_path(digest)
+        if target.exists():  # the same image again: keep the one already published
+            converted.unlink()
+        else:
+            converted.chmod(0o444)
+            os.replace(converted, target)
+            _fsync_dir(self.golden_dir)
+        return StoredImage(digest, target, target.stat().st_size, facts.virtual_size, source_format)
+
+    def verify(self, sha256: str) -> bool:
+        """Whether a golden image's file still has the checksum it is named by."""
+        return sha256_of(self.golden_path(sha256)) == sha256
+
+    def delete_golden(self, sha256: str) -> None:
+        self.golden_path(sha256).unlink(missing_ok=True)
+        _fsync_dir(self.golden_dir)
+
+    # -- OS volumes ----------------------------------------------------------------------------
+
+    def volume_path(self, volume_id: str) -> Path:
+        if not _VOLUME_ID.fullmatch(volume_id):
+            raise ValueError(f"not a volume id: {volume_id!r}")
+        return self.volumes_dir / f"{volume_id}.{CANONICAL}"
+
+    def create_volume(self, sha256: str, volume_id: str, *, full: bool = False, size: int | None = None,
+                      on_progress: Progress | None = None) -> Path:
+        """An OS volume from a golden image: a copy-on-write overlay (constant time whatever the
+        image's size) or, with ``full``, an independent copy. ``size`` grows it (never shrinks)."""
+        golden = self.golden_path(sha256)
+        target = self.volume_path(volume_id)
+        if not golden.exists():
+            raise FileNotFoundError(f"golden image {sha256} is not in the store")
+        if target.exists():
+            raise FileExistsError(f"volume {volume_id} exists")
+        image_size = int(qemu_img.info(golden, CANONICAL)["virtual-size"])
+        if size is not None and size < image_size:
+            raise ValueError(f"a volume cannot be smaller than its image ({image_size} bytes)")
+        with self.workspace() as work:
+            made = work / f"volume.{CANONICAL}"
+            if full:
+                qemu_img.convert(golden, made, src_format=CANONICAL, on_progress=on_progress)
+                if size is not None and size > image_size:
+                    qemu_img.resize(made, size)
+            else:
+                # The image is named relative to volumes/, so the store can move (or be copied to
+                # the standby appliance) without breaking every volume's link to its image.
+                qemu_img.create_overlay(f"../{golden.parent.name}/{golden.name}", made, size or image_size)
+            _fsync_file(made)
+            os.replace(made, target)
+            _fsync_dir(self.volumes_dir)
+        return target
+
+    def delete_volume(self, volume_id: str) -> None:
+        self.volume_path(volume_id).unlink(missing_ok=True)
+        _fsync_dir(self.volumes_dir)
