@@ -7,10 +7,8 @@ Each test gets its own appliance (``live``) and its own session file under tmp_p
 from __future__ import annotations
 
 import json
-import os
 import stat
 import subprocess
-import sys
 import tarfile
 import time
 from collections.abc import Callable
@@ -21,59 +19,12 @@ import pytest
 
 from appliance.db.session import make_engine, make_session_factory, unit_of_work
 from appliance.services.tasks import TaskService
+from tests.support.cli import Cli
 from tests.support.live import ADMIN_PASSWORD, LiveAppliance
 
 pytestmark = pytest.mark.slow
 
-INGOT = Path(sys.executable).with_name("ingot")
 READER_PASSWORD = "Reader-pass-1"
-
-
-class Cli:
-    """Runs ``ingot`` with a private session file; stdin is empty unless ``input`` is given."""
-
-    def __init__(self, live: LiveAppliance, config: Path, cwd: Path) -> None:
-        self.live = live
-        self.config = config
-        self.cwd = cwd
-
-    @property
-    def ca_cert(self) -> Path:
-        return self.live.home / "tls" / "tls.crt"
-
-    def __call__(self, *args: str, input: str | None = None, env: dict[str, str] | None = None,
-                 config: Path | None = None, timeout: float = 90) -> subprocess.CompletedProcess[str]:
-        environment = {k: v for k, v in os.environ.items() if not k.startswith("INGOT_")}
-        environment["INGOT_CLI_CONFIG"] = str(config or self.config)
-        environment.update(env or {})
-        return subprocess.run(
-            [str(INGOT), *args], input=input, stdin=None if input is not None else subprocess.DEVNULL,
-            capture_output=True, text=True, env=environment, cwd=self.cwd, timeout=timeout, check=False,
-        )
-
-    def login(self, user: str = "Administrator", password: str = ADMIN_PASSWORD,
-              config: Path | None = None) -> subprocess.CompletedProcess[str]:
-        return self("login", "--host", self.live.url, "--user", user, "--password-stdin",
-                    "--ca-cert", str(self.ca_cert), input=password + "\n", config=config)
-
-    def json(self, *args: str, **kwargs: Any) -> Any:
-        result = self(*args, "--json", **kwargs)
-        assert result.returncode == 0, result.stderr
-        return json.loads(result.stdout)
-
-
-@pytest.fixture
-def cli(live: LiveAppliance, tmp_path: Path) -> Cli:
-    work = tmp_path / "work"
-    work.mkdir()
-    return Cli(live, tmp_path / "cli" / "session.json", work)
-
-
-@pytest.fixture
-def admin_cli(cli: Cli) -> Cli:
-    result = cli.login()
-    assert result.returncode == 0, result.stderr
-    return cli
 
 
 def queue_task(live: LiveAppliance, kind: str, **args: object) -> str:

@@ -18,25 +18,16 @@ import pytest
 from appliance.cli.errors import UsageError
 from appliance.cli.hardware import EscapeFilter, choose_enrolments, console_url, quote_filter
 from appliance.cli.session import Target, TlsSettings
-from tests.integration.test_cli import INGOT, Cli, assert_no_secret
+from tests.integration.test_cli import assert_no_secret
+from tests.support.cli import INGOT, Cli
 from tests.support.ipmi_sim import PASSWORD as IPMI_PASSWORD
 from tests.support.ipmi_sim import USER as IPMI_USER
 from tests.support.ipmi_sim import IpmiSim, ipmi_sim_fixture  # noqa: F401 - fixture "ipmi_sim"
-from tests.support.live import LiveAppliance
 
 BMC_PASSWORD = "fake-bmc-Secret-1"
 READER_PASSWORD = "Reader-pass-1"
 
 
-@pytest.fixture
-def admin_cli(live: LiveAppliance, tmp_path: Path) -> Cli:
-    """``ingot`` logged in as Administrator, with a private session file (as in test_cli.py)."""
-    work = tmp_path / "work"
-    work.mkdir()
-    cli = Cli(live, tmp_path / "cli" / "session.json", work)
-    result = cli.login()
-    assert result.returncode == 0, result.stderr
-    return cli
 
 
 def _add(cli: Cli, host: str, name: str, *extra: str) -> Any:

@@ -20,20 +20,12 @@ from appliance.cli import netboot
 from appliance.cli.errors import UsageError
 from appliance.db.session import make_engine, make_session_factory, unit_of_work
 from appliance.models import BootEvent, DhcpLease
-from tests.integration.test_cli import INGOT, Cli
+from tests.support.cli import INGOT, Cli
 from tests.support.live import LiveAppliance
 
 READER_PASSWORD = "Reader-pass-1"
 
 
-@pytest.fixture
-def admin_cli(live: LiveAppliance, tmp_path: Path) -> Cli:
-    work = tmp_path / "work"
-    work.mkdir()
-    cli = Cli(live, tmp_path / "cli" / "session.json", work)
-    result = cli.login()
-    assert result.returncode == 0, result.stderr
-    return cli
 
 
 @contextmanager
