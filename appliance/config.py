@@ -142,6 +142,18 @@ class DhcpSettings(Group):
         return value
 
 
+class ImageSettings(Group):
+    """The golden image library and OS volumes (golden_images/)."""
+
+    root: Path | None = Field(None, description="Image store; INGOT_HOME/images when unset.")
+    max_virtual_size: int = Field(
+        4 << 40, ge=1 << 20, description="Largest virtual disk size an image may have, in bytes (4 TiB)."
+    )
+    max_upload_bytes: int = Field(
+        512 << 30, ge=1 << 20, description="Largest image file accepted by upload, in bytes (512 GiB)."
+    )
+
+
 class BootSettings(Group):
     """What netbooting machines are given over HTTP."""
 
@@ -207,6 +219,7 @@ class Settings(BaseSettings):
     dhcp: DhcpSettings = DhcpSettings()
     boot: BootSettings = BootSettings()
     bmc: BmcSettings = BmcSettings()
+    images: ImageSettings = ImageSettings()
 
     @field_validator("home")
     @classmethod

@@ -136,6 +136,20 @@ class PayloadTooLarge(ApplianceError):
     http_status = 413
 
 
+# --- images ------------------------------------------------------------------------------------
+class InvalidImage(InvalidInput):
+    msg_fmt = "The image was refused: {reason}."
+    error_code = "IMAGE_REFUSED"
+    default_actions = ("Upload a self-contained qcow2, raw, VMDK (monolithicSparse or streamOptimized), VHD or "
+                       "VHDX image, or HPE's zip of one raw disk.",)
+
+
+class ImageToolFailed(ApplianceError):
+    msg_fmt = "The image store could not complete the operation: {reason}."
+    error_code = "IMAGE_TOOL_FAILED"
+    http_status = 500
+
+
 # --- tasks -------------------------------------------------------------------------------------
 class TaskInterrupted(ApplianceError):
     msg_fmt = (

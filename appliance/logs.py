@@ -84,3 +84,5 @@ def configure(level: str = "INFO", fmt: str = "json", stream: Any = None) -> Non
         lg.propagate = True
     # Access lines are produced by our own middleware (with the user and request id), not uvicorn.
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+    # The sh package logs every process it starts at INFO; golden_images/qemu_img.py reports failures itself.
+    logging.getLogger("sh").setLevel(logging.WARNING)

@@ -27,6 +27,7 @@ from appliance.netboot.runtime import NetbootRuntime
 from appliance.periodics import housekeeping, power_sync
 from appliance.services.alerts import AlertService
 from appliance.services.backups import sweep_temp_files
+from appliance.services.golden_images import reconcile_store
 from appliance.services.users import UserService
 from appliance.tasks.handlers import HandlerFactory, discover_handlers
 from appliance.tasks.runner import TaskRunner
@@ -63,8 +64,11 @@ def prepare(settings: Settings) -> AppContext:
         password = settings.admin_password.get_secret_value() if settings.admin_password else None
         UserService(db, ctx.clock).ensure_administrator(password, settings.home)
         active = set(db.scalars(select(Task.id).where(Task.state.in_([s.value for s in ACTIVE_STATES]))))
+        leftovers = reconcile_store(settings, db)
     for path in sweep_temp_files(settings.home, active):
         log.info("removed leftover temp file %s", path)
+    for name in leftovers:
+        log.info("image store: removed leftover %s", name)
     return ctx
 
 

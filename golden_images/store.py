@@ -172,6 +172,11 @@ class ImageStore:
             _fsync_dir(self.golden_dir)
         return StoredImage(digest, target, target.stat().st_size, facts.virtual_size, source_format)
 
+    def golden_checksums(self) -> set[str]:
+        """The checksums of the golden images on disk."""
+        return {p.name.removesuffix(f".{CANONICAL}") for p in self.golden_dir.glob(f"*.{CANONICAL}")
+                if _SHA256.fullmatch(p.name.removesuffix(f".{CANONICAL}"))}
+
     def verify(self, sha256: str) -> bool:
         """Whether a golden image's file still has the checksum it is named by."""
         return sha256_of(self.golden_path(sha256)) == sha256

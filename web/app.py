@@ -11,10 +11,22 @@ from appliance.context import AppContext
 from web import errors
 from web.metrics import Metrics
 from web.middleware import ApiMiddleware
-from web.routers import alerts, audit, backups, metrics, netboot, server_hardware, sessions, tasks, users, version
+from web.routers import (
+    alerts,
+    audit,
+    backups,
+    golden_images,
+    metrics,
+    netboot,
+    server_hardware,
+    sessions,
+    tasks,
+    users,
+    version,
+)
 from web.ui import routes as ui
 
-ROUTERS = (version, sessions, users, tasks, alerts, audit, backups, server_hardware, netboot, metrics)
+ROUTERS = (version, sessions, users, tasks, alerts, audit, backups, server_hardware, netboot, golden_images, metrics)
 
 
 def create_app(ctx: AppContext) -> FastAPI:
@@ -37,5 +49,6 @@ def create_app(ctx: AppContext) -> FastAPI:
     def root() -> RedirectResponse:
         return RedirectResponse("/ui/")
 
-    app.add_middleware(ApiMiddleware, ctx=ctx, metrics=app.state.metrics)
+    # Image uploads stream to disk under their own limit (web/uploads.py), not the JSON body limit.
+    app.add_middleware(ApiMiddleware, ctx=ctx, metrics=app.state.metrics, upload_paths=(golden_images.PATH,))
     return app

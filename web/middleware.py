@@ -30,13 +30,14 @@ AUDITED_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 class ApiMiddleware:
     def __init__(self, app: ASGIApp, ctx: AppContext, metrics: Metrics,
-                 unlimited_prefixes: tuple[str, ...] = ()) -> None:
+                 upload_paths: tuple[str, ...] = ()) -> None:
         self.app = app
         self.ctx = ctx
         self.settings: ApiSettings = ctx.settings.api
         self.metrics = metrics
-        # Routes that stream large uploads enforce their own limits (golden images, bundles).
-        self.unlimited_prefixes = unlimited_prefixes
+        # Multipart uploads to these paths stream to disk under their own limits (web/uploads.py);
+        # JSON sent to the same paths keeps the JSON body limit.
+        self.upload_paths = frozenset(upload_paths)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -65,7 +66,7 @@ class ApiMiddleware:
             if error is not None:
                 await error_response(error)(scope, receive, send_wrapper)
             else:
-                limited = self._limited_receive(receive, path)
+                limited = self._limited_receive(receive, path, headers)
                 try:
                     await self.app(scope, limited, send_wrapper)
                 except PayloadTooLarge as exc:  # raised outside FastAPI's body parsing
@@ -103,7 +104,7 @@ class ApiMiddleware:
                 return UnsupportedApiVersion(version=raw[:16], minimum=self.settings.minimum_version,
                                              current=self.settings.current_version)
         length = headers.get("content-length")
-        if length is not None and not self._unlimited(path):
+        if length is not None and not self._unlimited(path, headers):
             try:
                 too_big = int(length) > self.settings.max_body_bytes
             except ValueError:
@@ -112,11 +113,11 @@ class ApiMiddleware:
                 return PayloadTooLarge(limit=self.settings.max_body_bytes)
         return None
 
-    def _unlimited(self, path: str) -> bool:
-        return any(path.startswith(prefix) for prefix in self.unlimited_prefixes)
+    def _unlimited(self, path: str, headers: dict[str, str]) -> bool:
+        return path in self.upload_paths and headers.get("content-type", "").startswith("multipart/form-data")
 
-    def _limited_receive(self, receive: Receive, path: str) -> Receive:
-        if self._unlimited(path):
+    def _limited_receive(self, receive: Receive, path: str, headers: dict[str, str]) -> Receive:
+        if self._unlimited(path, headers):
             return receive
         limit = self.settings.max_body_bytes
         seen = 0

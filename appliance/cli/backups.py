@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import os
-import tempfile
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -14,7 +10,8 @@ import typer
 from appliance.cli.client import ApiClient, decode, segment
 from appliance.cli.errors import CliError, UsageError
 from appliance.cli.output import Column, JsonOption, note, print_collection, print_json, print_resource, size, when
-from appliance.cli.progress import download_progress, has_failed, report_tasks, task_id_of, watch_tasks
+from appliance.cli.progress import has_failed, report_tasks, task_id_of, watch_tasks
+from appliance.cli.transfer import fetch_verified
 
 app = typer.Typer(help="Appliance backups (administrators).", no_args_is_help=True)
 
@@ -36,7 +33,6 @@ BACKUP_FIELDS = (
     Column("Schema", "schemaRevision"),
     Column("Download", "downloadUri"),
 )
-_CHUNK = 1 << 16
 
 
 @app.command()
@@ -87,38 +83,6 @@ def download(
         destination = output / file_name if output is not None and output.is_dir() else output or Path(file_name)
         if destination.exists() and not force:
             raise UsageError(f"{destination} exists.", hints=["Pass --force to replace it, or -o another name."])
-        written = _fetch(client, str(backup["downloadUri"]), destination, backup.get("fileSize"), backup.get("sha256"))
+        written = fetch_verified(client, str(backup["downloadUri"]), destination, backup.get("fileSize"),
+                                 backup.get("sha256"), "backup")
     note(f"Saved {backup.get('name')} ({size(written)}) to {destination}.")
-
-
-def _fetch(client: ApiClient, uri: str, destination: Path, expected_size: Any, expected_sha256: Any) -> int:
-    """Stream ``uri`` into a temporary file next to ``destination`` (mode 0600: archives hold
-    password hashes), verify it, then rename it into place."""
-    directory = destination.parent if str(destination.parent) else Path()
-    if not directory.is_dir():
-        raise UsageError(f"The directory {directory} does not exist.")
-    fd, temp_name = tempfile.mkstemp(dir=directory, prefix=f".{destination.name}.", suffix=".part")
-    temp = Path(temp_name)
-    digest = hashlib.sha256()
-    written = 0
-    try:
-        with os.fdopen(fd, "wb") as handle, client.stream(uri) as response, download_progress() as progress:
-            total = int(response.headers.get("content-length") or expected_size or 0) or None
-            bar = progress.add_task(destination.name, total=total)
-            for chunk in response.iter_bytes(_CHUNK):
-                handle.write(chunk)
-                digest.update(chunk)
-                written += len(chunk)
-                progress.advance(bar, len(chunk))
-            handle.flush()
-            os.fsync(handle.fileno())
-        if isinstance(expected_size, int) and written != expected_size:
-            raise CliError(f"The download is {written} bytes; the backup has {expected_size}. Nothing was saved.")
-        if isinstance(expected_sha256, str) and expected_sha256 and digest.hexdigest() != expected_sha256:
-            raise CliError("The download does not match the backup's SHA-256. Nothing was saved.")
-        os.replace(temp, destination)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            temp.unlink()
-        raise
-    return written

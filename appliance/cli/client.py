@@ -72,6 +72,18 @@ class ApiClient:
             raise self._api_error(response)
         return response
 
+    def send_body(self, method: str, path: str, content: Iterator[bytes], *, headers: dict[str, str],
+                  params: Any = None) -> httpx.Response:
+        """A request whose body streams from ``content`` (uploads); no read timeout while it goes."""
+        try:
+            response = self.http.request(method, path, content=content, headers=headers, params=params,
+                                         timeout=DOWNLOAD_TIMEOUT)
+        except httpx.HTTPError as exc:
+            raise transport_error(exc, self.target) from None
+        if response.status_code >= 400:
+            raise self._api_error(response)
+        return response
+
     def get(self, path: str, params: Any = None) -> Any:
         return decode(self.request("GET", path, params=params))
 

@@ -1,0 +1,131 @@
+"""``ingot images``: the golden image library - list, show, upload (a task, watched by default),
+download (checked against the image's SHA-256), rename, delete."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from appliance.cli.client import ApiClient, decode, segment
+from appliance.cli.errors import CliError, UsageError
+from appliance.cli.output import Column, JsonOption, note, print_collection, print_json, print_resource, size, when
+from appliance.cli.progress import has_failed, report_tasks, task_id_of, watch_tasks
+from appliance.cli.transfer import fetch_verified, upload_file
+
+app = typer.Typer(help="Golden images: the library OS volumes are cloned from.", no_args_is_help=True)
+PATH = "/rest/golden-images"
+
+IMAGE_COLUMNS = (
+    Column("ID", "id", no_wrap=True),
+    Column("Name", "name"),
+    Column("Size", lambda g: size(g.get("size")), justify="right", no_wrap=True),
+    Column("Disk", lambda g: size(g.get("virtualSize")), justify="right", no_wrap=True, drop=1),
+    Column("From", "sourceFormat", drop=2),
+    Column("SHA-256", lambda g: str(g.get("checkSum") or "")[:12], no_wrap=True, drop=3),
+    Column("Created", lambda g: when(g.get("created")), no_wrap=True, drop=4),
+)
+IMAGE_FIELDS = (
+    Column("ID", "id"),
+    Column("Name", "name"),
+    Column("Description", "description"),
+    Column("Size", lambda g: size(g.get("size"))),
+    Column("Virtual disk", lambda g: size(g.get("virtualSize"))),
+    Column("Format", "format"),
+    Column("Uploaded as", lambda g: f"{g.get('sourceFormat')} ({g.get('originalFileName') or '-'})"),
+    Column("SHA-256", "checkSum"),
+    Column("Captured", lambda g: "yes" if g.get("imageCapture") else "no"),
+    Column("Created", lambda g: when(g.get("created"))),
+    Column("Created by", "createdBy"),
+    Column("Download", "downloadUri"),
+)
+
+
+@app.command("list")
+def list_images(as_json: JsonOption = False) -> None:
+    """List the golden images."""
+    with ApiClient.connect() as client:
+        body = client.get(PATH, {"sort": "name:ascending"})
+    print_collection(body, IMAGE_COLUMNS, as_json=as_json, empty="No golden images.")
+
+
+@app.command()
+def show(image_id: Annotated[str, typer.Argument(help="Golden image ID.")], as_json: JsonOption = False) -> None:
+    """Show one golden image."""
+    with ApiClient.connect() as client:
+        image = client.get(f"{PATH}/{segment(image_id)}")
+    print_resource(image, IMAGE_FIELDS, as_json=as_json)
+
+
+@app.command()
+def upload(
+    file: Annotated[Path, typer.Argument(help="qcow2, raw, VMDK, VHD or VHDX image, or HPE's zip of one raw disk.")],
+    name: Annotated[str, typer.Option("--name", "-n", help="Name in the library [default: the file's stem].")] = "",
+    description: Annotated[str, typer.Option("--description", "-d", help="Free text.")] = "",
+    wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Follow the import task and show the image.")] = True,
+    as_json: JsonOption = False,
+) -> None:
+    """Upload an image; the appliance checks, converts and checksums it in a task."""
+    if not file.is_file():
+        raise UsageError(f"{file} is not a file.")
+    with ApiClient.connect() as client:
+        response = upload_file(client, PATH, file, {"name": name or file.stem, "description": description})
+        task: dict[str, Any] = decode(response)
+        task_id = task_id_of(response.headers.get("location") or str(task.get("id", "")))
+        if not wait:
+            if as_json:
+                print_json(task)
+            else:
+                note(f"Uploaded; import running as task {task_id}. Follow it with `ingot tasks watch {task_id}`.")
+            return
+        (task,) = watch_tasks(client, [task_id])
+        if has_failed(task):
+            raise typer.Exit(report_tasks([task]))
+        image_uri = (task.get("associatedResource") or {}).get("resourceUri")
+        if not image_uri:
+            raise CliError(f"Task {task_id} finished but names no golden image.")
+        image = client.get(image_uri)
+    print_resource(image, IMAGE_FIELDS, as_json=as_json)
+
+
+@app.command()
+def download(
+    image_id: Annotated[str, typer.Argument(help="Golden image ID.")],
+    output: Annotated[Path | None, typer.Option(
+        "--output", "-o", help="File or directory to write [default: NAME.qcow2, here].")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing file.")] = False,
+) -> None:
+    """Download a golden image as qcow2; it is checked against its SHA-256 before it gets its name."""
+    with ApiClient.connect() as client:
+        image = client.get(f"{PATH}/{segment(image_id)}")
+        file_name = Path(f"{image.get('name') or image_id}.qcow2").name  # never a path from the server
+        destination = output / file_name if output is not None and output.is_dir() else output or Path(file_name)
+        if destination.exists() and not force:
+            raise UsageError(f"{destination} exists.", hints=["Pass --force to replace it, or -o another name."])
+        written = fetch_verified(client, str(image["downloadUri"]), destination, image.get("size"),
+                                 image.get("checkSum"), "golden image")
+    note(f"Saved {image.get('name')} ({size(written)}) to {destination}.")
+
+
+@app.command()
+def rename(
+    image_id: Annotated[str, typer.Argument(help="Golden image ID.")],
+    name: Annotated[str, typer.Option("--name", "-n", help="New name.")],
+    description: Annotated[str | None, typer.Option("--description", "-d", help="New description.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Rename a golden image (and change its description)."""
+    with ApiClient.connect() as client:
+        image = client.get(f"{PATH}/{segment(image_id)}")
+        body = {"name": name, "description": image.get("description") if description is None else description}
+        updated = client.put(f"{PATH}/{segment(image_id)}", body)
+    print_resource(updated, IMAGE_FIELDS, as_json=as_json)
+
+
+@app.command()
+def delete(image_id: Annotated[str, typer.Argument(help="Golden image ID.")]) -> None:
+    """Delete a golden image (its file goes when no other image shares it)."""
+    with ApiClient.connect() as client:
+        client.delete(f"{PATH}/{segment(image_id)}")
+    note(f"Deleted golden image {image_id}.")

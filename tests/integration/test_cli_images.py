@@ -1,0 +1,58 @@
+"""``ingot images`` as a user runs it, against a live appliance: upload (progress, task), list,
+show, download (verified), rename, delete, and the refusals."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from golden_images import qemu_img
+from tests.support.cli import Cli
+
+pytestmark = pytest.mark.slow
+
+
+def test_upload_list_show_download_rename_delete(admin_cli: Cli, tmp_path: Path) -> None:
+    disk = tmp_path / "disk.raw"
+    disk.write_bytes(os.urandom(3 << 20))
+    image = tmp_path / "debian-12.vmdk"
+    qemu_img.convert(disk, image, src_format="raw", dst_format="vmdk")
+
+    uploaded = admin_cli.json("images", "upload", str(image), "--description", "base")
+    assert (uploaded["name"], uploaded["sourceFormat"], uploaded["originalFileName"]) == (
+        "debian-12", "vmdk", "debian-12.vmdk")
+    assert uploaded["virtualSize"] == 3 << 20
+
+    listed = admin_cli("images", "list")
+    assert listed.returncode == 0 and "debian-12" in listed.stdout, listed.stderr
+    assert admin_cli.json("images", "show", uploaded["id"])["checkSum"] == uploaded["checkSum"]
+
+    target = tmp_path / "out"
+    target.mkdir()
+    got = admin_cli("images", "download", uploaded["id"], "-o", str(target))
+    assert got.returncode == 0, got.stderr
+    assert [p.name for p in target.iterdir()] == ["debian-12.qcow2"]  # no temp file left
+    assert qemu_img.identical(target / "debian-12.qcow2", disk, b_format="raw")
+    again = admin_cli("images", "download", uploaded["id"], "-o", str(target))
+    assert again.returncode == 2 and "exists" in again.stderr
+
+    renamed = admin_cli.json("images", "rename", uploaded["id"], "--name", "debian-12.8")
+    assert (renamed["name"], renamed["description"]) == ("debian-12.8", "base")
+    assert admin_cli("images", "delete", uploaded["id"]).returncode == 0
+    assert admin_cli.json("images", "list")["members"] == []
+
+
+def test_refusals_are_reported_and_exit_nonzero(admin_cli: Cli, tmp_path: Path) -> None:
+    backed = tmp_path / "evil.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", "/etc/shadow", "-F", "raw", str(backed), "1M"],
+                   check=True, timeout=30)
+    refused = admin_cli("images", "upload", str(backed))
+    assert refused.returncode == 1 and "backing file" in refused.stderr + refused.stdout
+    missing = admin_cli("images", "upload", str(tmp_path / "nowhere.raw"))
+    assert missing.returncode == 2 and "not a file" in missing.stderr
+    unknown = admin_cli("images", "show", "no-such-id")
+    assert unknown.returncode != 0 and "not found" in unknown.stderr.lower()
+    assert admin_cli.json("images", "list")["members"] == []

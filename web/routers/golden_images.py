@@ -1,0 +1,98 @@
+"""``/rest/golden-images``: upload (streamed to the image store, imported by a task), list, read,
+rename, download the qcow2, delete. The HPE SDK's ``golden_images`` client works unchanged."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import FileResponse
+
+from appliance.db.session import unit_of_work
+from appliance.errors import InvalidInput
+from appliance.services.golden_images import CATEGORY, GoldenImageService, image_store
+from appliance.services.tasks import TaskService
+from web.collection import QueryDep, envelope
+from web.deps import AppDep, DbDep, Operator, ReadOnly
+from web.etag import check_if_match, resource_response
+from web.routers.common import accepted
+from web.schemas.golden_images import GoldenImageUpdate, golden_image_public
+from web.uploads import receive_file
+
+router = APIRouter(tags=["golden-images"])
+PATH = "/rest/golden-images"
+
+
+def _service(db: DbDep, ctx: AppDep) -> GoldenImageService:
+    return GoldenImageService(db, ctx.settings, ctx.clock, TaskService(db, ctx.clock, ctx.wakeup.notify))
+
+
+@router.get(PATH)
+def list_golden_images(params: QueryDep, db: DbDep, ctx: AppDep, _: ReadOnly) -> dict[str, Any]:
+    page = _service(db, ctx).list(params.query)
+    return envelope(PATH, CATEGORY, "GoldenImageCollection", page, golden_image_public, params)
+
+
+@router.post(PATH, status_code=202)
+async def upload_golden_image(
+    request: Request, ctx: AppDep, principal: Operator,
+    name: Annotated[str, Query(max_length=255)] = "",
+    description: Annotated[str, Query(max_length=4096)] = "",
+) -> Response:
+    """The HPE SDK's ``upload``: one multipart part ``file``, ``name`` and ``description`` in the
+    query. The body streams into the store's incoming/ and an import task takes it from there."""
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        raise InvalidInput(reason="POST /rest/golden-images takes a multipart/form-data upload (part 'file'); "
+                                  "capture from an OS volume arrives with OS volumes")
+
+    def check_name() -> None:
+        with unit_of_work(ctx.session_factory) as db:
+            GoldenImageService(db, ctx.settings, ctx.clock).ensure_name_free(name)
+
+    await asyncio.to_thread(check_name)  # before a long upload, not only after it
+    store = await asyncio.to_thread(image_store, ctx.settings)
+    received = await receive_file(request, store.incoming_dir, max_bytes=ctx.settings.images.max_upload_bytes)
+
+    def start() -> Response:
+        try:
+            with unit_of_work(ctx.session_factory) as db:
+                tasks = TaskService(db, ctx.clock, ctx.wakeup.notify)
+                task = GoldenImageService(db, ctx.settings, ctx.clock, tasks).start_import(
+                    received.path, received.filename, name, description, principal.name)
+                return accepted(task)  # rendered while the task's session is open
+        except BaseException:
+            received.path.unlink(missing_ok=True)
+            raise
+
+    return await asyncio.to_thread(start)
+
+
+@router.get(PATH + "/{image_id}")
+def get_golden_image(image_id: str, request: Request, db: DbDep, ctx: AppDep, _: ReadOnly) -> Response:
+    return resource_response(request, golden_image_public(_service(db, ctx).get(image_id)))
+
+
+@router.put(PATH + "/{image_id}")
+def update_golden_image(image_id: str, body: GoldenImageUpdate, request: Request, db: DbDep, ctx: AppDep,
+                        _: Operator) -> Response:
+    service = _service(db, ctx)
+    check_if_match(request, service.get(image_id).etag)
+    image = service.update(image_id, body.name, body.description or "")
+    db.flush()
+    db.refresh(image)
+    return resource_response(request, golden_image_public(image))
+
+
+@router.get(PATH + "/download/{image_id}")
+def download_golden_image(image_id: str, db: DbDep, ctx: AppDep, _: ReadOnly) -> FileResponse:
+    service = _service(db, ctx)
+    image = service.get(image_id)
+    return FileResponse(service.file_path(image_id), media_type="application/octet-stream",
+                        filename=f"{image.name}.qcow2", headers={"X-Checksum-Sha256": image.sha256})
+
+
+@router.delete(PATH + "/{image_id}", status_code=204)
+def delete_golden_image(image_id: str, db: DbDep, ctx: AppDep, _: Operator) -> Response:
+    _service(db, ctx).delete(image_id)
+    return Response(status_code=204)

@@ -1,0 +1,44 @@
+"""Golden image resources (Image Streamer ``GoldenImage`` shape, plus what the library knows)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field
+
+from appliance.models import GoldenImage
+from appliance.services.golden_images import CATEGORY, golden_image_uri
+from web.schemas.common import Strict, resource_header
+
+
+class GoldenImageUpdate(Strict):
+    """PUT /rest/golden-images/{id}: the SDK sends the whole object back; name and description change."""
+
+    model_config = Strict.model_config | {"extra": "ignore"}
+    name: str = Field(min_length=1, max_length=255)
+    description: str | None = Field(default=None, max_length=4096)
+
+
+def golden_image_public(image: GoldenImage) -> dict[str, Any]:
+    body = resource_header(
+        "GoldenImage", CATEGORY, golden_image_uri(image.id), image.id, image.name, image.etag,
+        image.created, image.modified, description=image.description, state="Active",
+    )
+    body.update({
+        "size": image.size,
+        "checkSum": image.sha256,
+        "imageCapture": image.image_capture,
+        "importedFromBundle": image.source_format == "zip+raw",
+        "readOnly": False,
+        "osVolumeURI": image.os_volume_uri,
+        "buildPlanUri": image.build_plan_uri,
+        "dependentArtifacts": [],
+        # Ingot's additions: what the guest sees, what was uploaded, where to fetch it.
+        "virtualSize": image.virtual_size,
+        "sourceFormat": image.source_format,
+        "originalFileName": image.original_filename,
+        "format": "qcow2",
+        "downloadUri": f"/rest/golden-images/download/{image.id}",
+        "createdBy": image.created_by,
+    })
+    return body
