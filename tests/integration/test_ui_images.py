@@ -1,0 +1,105 @@
+"""The "Images" page: the library table, the import tasks and the upload form, through the test
+client (roles, escaping, no inline code) and in Chromium (upload with progress, import, delete)."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from appliance.context import AppContext
+from appliance.db.session import unit_of_work
+from appliance.models import GoldenImage
+from appliance.roles import Role
+from tests.integration.test_ui_netboot import _login_as, _no_inline_code
+
+HOSTILE = '<img src=x onerror="alert(1)">'
+
+
+def _add_image(ctx: AppContext, name: str = HOSTILE) -> None:
+    with unit_of_work(ctx.session_factory) as db:
+        db.add(GoldenImage(name=name, description="base", sha256="ab" * 32, size=5 << 20, virtual_size=8 << 30,
+                           source_format="vmdk", original_filename="rhel.vmdk", created_by="Administrator"))
+
+
+def test_signed_out_goes_to_login(api: TestClient) -> None:
+    response = api.get("/ui/images", follow_redirects=False)
+    assert response.status_code == 303 and response.headers["location"].startswith("/ui/login")
+
+
+def test_operator_sees_the_library_and_the_forms(api: TestClient, ctx: AppContext, make_user: Any) -> None:
+    _add_image(ctx)
+    _login_as(api, make_user, Role.OPERATOR)
+    html = api.get("/ui/images").text
+    _no_inline_code(html)
+    assert 'aria-current="page"' in html and ">Images<" in html
+    assert HOSTILE not in html and "&lt;img src=x" in html  # escaped
+    assert "data-image-upload" in html and "data-delete-image=" in html
+    assert "8.0 GiB" in html and "vmdk" in html and "abababababab" in html
+    assert re.search(r'href="/rest/golden-images/download/[0-9a-f-]+"', html)
+    assert "/ui/static/images.js" in html
+
+
+def test_read_only_gets_no_forms(api: TestClient, ctx: AppContext, make_user: Any) -> None:
+    _add_image(ctx, "rhel-9")
+    _login_as(api, make_user, Role.READ_ONLY)
+    html = api.get("/ui/images").text
+    assert "rhel-9" in html
+    assert "data-image-upload" not in html and "data-delete-image=" not in html
+
+
+def test_empty_library(api: TestClient, make_user: Any) -> None:
+    _login_as(api, make_user, Role.OPERATOR)
+    html = api.get("/ui/images").text
+    assert "The library is empty." in html and "No image has been uploaded yet." in html
+
+
+def test_page_script_is_served(api: TestClient) -> None:
+    script = api.get("/ui/static/images.js")
+    assert script.status_code == 200 and "/rest/golden-images" in script.text
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_in_a_browser(page: Any, live: Any, backend: str, artifacts_dir: Path, tmp_path: Path) -> None:
+    """Upload an image through the form (bytes-sent bar, then the import task), see it in the
+    library, then upload a hostile one (its import fails with the reason) and delete the first."""
+    from playwright.sync_api import expect
+
+    from tests.support.browser import WAIT_MS, sign_in
+
+    page.on("dialog", lambda dialog: dialog.accept())
+    sign_in(page, "/ui/images")
+    expect(page.get_by_role("link", name="Images", exact=True)).to_have_attribute("aria-current", "page")
+    expect(page.get_by_text("The library is empty.")).to_be_visible()
+
+    disk = tmp_path / "alpine-3.20.raw"
+    disk.write_bytes(os.urandom(6 << 20))
+    form = page.locator("form[data-image-upload]")
+    form.get_by_label("Image file").set_input_files(str(disk))
+    form.get_by_label("Description").fill("from the browser")
+    form.get_by_role("button", name="Upload").click()
+    row = page.locator("tr[data-image-row]")
+    expect(row).to_have_count(1, timeout=WAIT_MS)  # the import task ended and the page reloaded
+    expect(row).to_contain_text("alpine-3.20")
+    expect(row).to_contain_text("from the browser")
+    expect(page.locator("tr[data-row-task]").first).to_contain_text("Completed")
+
+    evil = tmp_path / "evil.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", "/etc/shadow", "-F", "raw", str(evil), "1M"],
+                   check=True, timeout=30)
+    form = page.locator("form[data-image-upload]")
+    form.get_by_label("Image file").set_input_files(str(evil))
+    form.get_by_role("button", name="Upload").click()
+    failed = page.locator("tr[data-row-task]").first
+    expect(failed).to_contain_text("backing file", timeout=WAIT_MS)
+    expect(page.locator("tr[data-image-row]")).to_have_count(1)
+    page.screenshot(path=str(artifacts_dir / f"ui-images-{backend}.png"), full_page=True)
+
+    page.locator("tr[data-image-row]").get_by_role("button", name="Delete").click()
+    expect(page.get_by_text("The library is empty.")).to_be_visible(timeout=WAIT_MS)

@@ -1,0 +1,89 @@
+/* Ingot web UI: the golden images page (images.html). Builds on ui.js (window.Ingot).
+ *
+ * - Upload: the file goes to POST /rest/golden-images as multipart (part "file", name and
+ *   description in the query, as HPE's SDK sends it) with XMLHttpRequest, whose upload events
+ *   drive the progress bar; the 202 names the import task, and the page reloads to list it with
+ *   its own progress bar (polled by ui.js).
+ * - Delete: DELETE /rest/golden-images/{id}, then reload.
+ * Names and messages only ever go into textContent.
+ */
+(function () {
+  "use strict";
+
+  var I = window.Ingot;
+  if (!I) { return; }
+
+  function stem(fileName) {
+    var dot = fileName.lastIndexOf(".");
+    return dot > 0 ? fileName.slice(0, dot) : fileName;
+  }
+
+  function megabytes(bytes) { return (bytes / 1048576).toFixed(1) + " MiB"; }
+
+  function upload(form) {
+    var fileInput = form.querySelector("[data-upload-file]");
+    var file = fileInput.files && fileInput.files[0];
+    if (!file) { I.showError("Choose an image file first."); return; }
+    var name = form.querySelector("[data-upload-name]").value.trim() || stem(file.name);
+    var description = form.querySelector("[data-upload-description]").value.trim();
+    var button = form.querySelector("[data-upload-button]");
+    var box = form.querySelector("[data-upload-progress]");
+    var bar = form.querySelector("[data-upload-bar]");
+    var text = form.querySelector("[data-upload-text]");
+    var body = new FormData();
+    body.append("file", file, file.name);
+    var xhr = new XMLHttpRequest();
+    xhr.open("POST", "/rest/golden-images?name=" + encodeURIComponent(name) +
+             "&description=" + encodeURIComponent(description));
+    xhr.setRequestHeader("X-API-Version", "4600");
+    xhr.setRequestHeader("X-CSRF-Token", I.csrf);
+    xhr.setRequestHeader("Accept", "application/json");
+    xhr.upload.addEventListener("progress", function (event) {
+      if (!event.lengthComputable) { return; }
+      var percent = Math.floor(event.loaded * 100 / event.total);
+      bar.value = percent;
+      text.textContent = "Sending " + megabytes(event.loaded) + " of " + megabytes(event.total) + " (" + percent + "%)";
+    });
+    xhr.addEventListener("load", function () {
+      var data = {};
+      try { data = JSON.parse(xhr.responseText); } catch (ignored) { data = {}; }
+      if (xhr.status === 202) {
+        text.textContent = "Uploaded; the appliance is importing it.";
+        window.location.reload();
+        return;
+      }
+      I.busy(button, false);
+      box.hidden = true;
+      I.showError(data.message || ("The upload failed (HTTP " + xhr.status + ")."));
+    });
+    xhr.addEventListener("error", function () {
+      I.busy(button, false);
+      box.hidden = true;
+      I.showError("The upload was interrupted; nothing was added.");
+    });
+    I.busy(button, true);
+    box.hidden = false;
+    bar.value = 0;
+    text.textContent = "Starting…";
+    xhr.send(body);
+  }
+
+  document.addEventListener("submit", function (event) {
+    var form = event.target;
+    if (!form || !form.matches || !form.matches("[data-image-upload]")) { return; }
+    event.preventDefault();
+    upload(form);
+  });
+
+  document.addEventListener("click", function (event) {
+    var target = event.target instanceof Element ? event.target : null;
+    var remove = target && target.closest("[data-delete-image]");
+    if (!remove) { return; }
+    var id = remove.getAttribute("data-delete-image");
+    if (!window.confirm("Delete golden image " + (remove.getAttribute("data-image-name") || id) + "?")) { return; }
+    I.busy(remove, true);
+    I.api("DELETE", "/rest/golden-images/" + encodeURIComponent(id)).then(function () {
+      window.location.reload();
+    }, function (err) { I.busy(remove, false); I.showError(err.message); });
+  });
+}());
