@@ -5,6 +5,7 @@ Layout under the store's root (``INGOT_HOME/images``)::
     golden/<sha256>.qcow2   golden images, canonical qcow2, named by the sha256 of the file, read-only
     volumes/<id>.qcow2      OS volumes: qcow2 overlays backed by a golden image (or full copies)
     incoming/               work in progress; whatever is here at start-up was left by a crash
+    logs/<id>.log           what an import or capture did, per golden image (its "archive")
 
 Nothing half-written is ever visible: every file is made in ``incoming/``, fsynced, and renamed
 into place (a rename within one file system is atomic), then the directory is fsynced so the
@@ -78,8 +79,9 @@ class ImageStore:
         self.golden_dir = root / "golden"
         self.volumes_dir = root / "volumes"
         self.incoming_dir = root / "incoming"
+        self.logs_dir = root / "logs"
         self.max_virtual_size = max_virtual_size
-        for folder in (self.golden_dir, self.volumes_dir, self.incoming_dir):
+        for folder in (self.golden_dir, self.volumes_dir, self.incoming_dir, self.logs_dir):
             folder.mkdir(parents=True, exist_ok=True, mode=0o750)
 
     # -- housekeeping --------------------------------------------------------------------------
@@ -185,6 +187,26 @@ class ImageStore:
         self.golden_path(sha256).unlink(missing_ok=True)
         _fsync_dir(self.golden_dir)
 
+    # -- logs ----------------------------------------------------------------------------------
+
+    def log_path(self, image_id: str) -> Path:
+        if not _VOLUME_ID.fullmatch(image_id):
+            raise ValueError(f"not an image id: {image_id!r}")
+        return self.logs_dir / f"{image_id}.log"
+
+    def write_log(self, image_id: str, text: str) -> None:
+        """Keep an operation's log for a golden image (written whole, then renamed into place)."""
+        target = self.log_path(image_id)
+        with self.workspace() as work:
+            made = work / "log"
+            made.write_text(text, encoding="utf-8")
+            _fsync_file(made)
+            os.replace(made, target)
+        _fsync_dir(self.logs_dir)
+
+    def delete_log(self, image_id: str) -> None:
+        self.log_path(image_id).unlink(missing_ok=True)
+
     # -- OS volumes ----------------------------------------------------------------------------
 
     def volume_path(self, volume_id: str) -> Path:
@@ -219,6 +241,11 @@ class ImageStore:
             os.replace(made, target)
             _fsync_dir(self.volumes_dir)
         return target
+
+    def volume_ids(self) -> set[str]:
+        """The ids of the OS volumes on disk."""
+        return {p.name.removesuffix(f".{CANONICAL}") for p in self.volumes_dir.glob(f"*.{CANONICAL}")
+                if _VOLUME_ID.fullmatch(p.name.removesuffix(f".{CANONICAL}"))}
 
     def delete_volume(self, volume_id: str) -> None:
         self.volume_path(volume_id).unlink(missing_ok=True)

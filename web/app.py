@@ -18,6 +18,7 @@ from web.routers import (
     golden_images,
     metrics,
     netboot,
+    os_volumes,
     server_hardware,
     sessions,
     tasks,
@@ -26,7 +27,8 @@ from web.routers import (
 )
 from web.ui import routes as ui
 
-ROUTERS = (version, sessions, users, tasks, alerts, audit, backups, server_hardware, netboot, golden_images, metrics)
+ROUTERS = (version, sessions, users, tasks, alerts, audit, backups, server_hardware, netboot, golden_images,
+           os_volumes, metrics)
 
 
 def create_app(ctx: AppContext) -> FastAPI:

@@ -9,27 +9,30 @@ or by the start-up sweep of ``incoming/`` when the appliance died first).
 
 from __future__ import annotations
 
-import asyncio
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from sqlalchemy.orm import Session
 
 from appliance.clock import Clock, system_clock
 from appliance.config import Settings
 from appliance.db.session import unit_of_work
-from appliance.errors import AlreadyExists, ImageToolFailed, InvalidImage, InvalidInput, NotFound
+from appliance.errors import AlreadyExists, Conflict, ImageToolFailed, InvalidImage, InvalidInput, NotFound
 from appliance.models import GoldenImage, Task
 from appliance.query import CollectionQuery
 from appliance.repositories.base import Page
 from appliance.repositories.golden_images import GoldenImageRepository
+from appliance.repositories.os_volumes import OsVolumeRepository
 from appliance.services.tasks import ResourceRef, TaskService
 from appliance.tasks.handlers import Outcome, TaskContext, TaskHandler
 from golden_images import assess, qemu_img
-from golden_images.store import ImageStore, StoredImage
+from golden_images.store import ImageStore, Progress, StoredImage
 
 CATEGORY = "golden-images"
 TASK_IMPORT = "golden-image-import"
+TASK_CAPTURE = "golden-image-capture"
 # File name extensions that say what the uploader claims the image is; other names claim nothing.
 CLAIMING_EXTENSIONS = frozenset({"qcow2", "qcow", "raw", "img", "vmdk", "vhd", "vpc", "vhdx"})
 PROGRESS_INTERVAL_S = 0.5
@@ -54,9 +57,12 @@ def claimed_format(filename: str) -> str | None:
 
 def reconcile_store(settings: Settings, db: Session) -> list[str]:
     """At start, before any task runs: empty incoming/ (uploads and conversions a crash left) and
-    remove golden files no row names (published just before a crash, ahead of their row)."""
+    remove volume and golden files no row names (made just before a crash, ahead of their row)."""
     store = image_store(settings)
     removed = store.sweep()
+    for volume_id in store.volume_ids() - OsVolumeRepository(db).ids():  # made just before a crash
+        store.delete_volume(volume_id)
+        removed.append(f"volumes/{volume_id}")
     known = GoldenImageRepository(db).checksums()
     for sha256 in store.golden_checksums() - known:
         store.delete_golden(sha256)
@@ -101,6 +107,25 @@ class GoldenImageService:
             resource=ResourceRef(uri=None, name=name, category=CATEGORY),
         )
 
+    def start_capture(self, name: str, description: str, os_volume_id: str, build_plan_uri: str | None,
+                      compress: bool, owner: str) -> Task:
+        """Queue the capture of a new golden image from an OS volume."""
+        self.ensure_name_free(name)
+        if OsVolumeRepository(self.images.db).get(os_volume_id) is None:
+            raise NotFound(kind="OS volume", ident=os_volume_id)
+        return self.tasks.create(
+            kind=TASK_CAPTURE, name="Capture golden image", owner=owner,
+            args={"name": name, "description": description, "osVolumeId": os_volume_id,
+                  "buildPlanUri": build_plan_uri, "compress": compress},
+            resource=ResourceRef(uri=None, name=name, category=CATEGORY),
+        )
+
+    def log_path(self, image_id: str) -> Path:
+        path = self.store.log_path(self.get(image_id).id)
+        if not path.is_file():
+            raise NotFound(kind="log of golden image", ident=image_id)
+        return path
+
     def update(self, image_id: str, name: str, description: str) -> GoldenImage:
         image = self.get(image_id)
         self.ensure_name_free(name, keep=image.id)
@@ -115,33 +140,37 @@ class GoldenImageService:
 
     def delete(self, image_id: str) -> None:
         """Remove the row; the file goes with the last row that names it (the same image can be
-        in the library under two names). OS volumes will hold it too (409 while they do)."""
+        in the library under two names). Refused (409, naming them) while OS volumes use it."""
         image = self.get(image_id)
+        users = OsVolumeRepository(self.images.db).names_on_image(image.id)
+        if users:
+            raise Conflict(reason=f"the golden image {image.name} is in use by the OS volumes {', '.join(users)}")
         sha256 = image.sha256
         self.images.delete(image)
+        self.store.delete_log(image.id)
         if self.images.count_with_checksum(sha256) == 0:
             self.store.delete_golden(sha256)
 
 
-class GoldenImageImportTask(TaskHandler):
-    kind: ClassVar[str] = TASK_IMPORT
-    resumable: ClassVar[bool] = False  # the upload does not outlive the process that received it
+class _ImageTask(TaskHandler):
+    """What import and capture share: a store call in a worker thread with its percent reported,
+    the new row (with its log kept in the store), and the clean-up when the row cannot be made."""
 
-    async def run(self, ctx: TaskContext) -> Outcome:
-        store = image_store(self.app.settings)
-        upload = store.incoming_dir / Path(str(ctx.args["upload"])).name
-        name, filename = str(ctx.args["name"]), str(ctx.args.get("filename") or "")
+    async def _watch(self, ctx: TaskContext, work: Callable[[Progress], StoredImage], start: int, end: int,
+                     doing: str) -> StoredImage:
+        """``work`` with its percent reported; the store's refusals and failures as domain errors.
+        If the task is cancelled (shutdown), the worker thread runs to the end of its qemu-img and
+        removes its own work directory; a file it still publishes has no row, and the next start
+        removes it (reconcile_store)."""
         try:
-            if not await ctx.run_sync(upload.is_file):
-                raise InvalidInput(reason="the uploaded file is gone (the appliance restarted); upload it again")
-            try:
-                claim = claimed_format(filename)
-            except assess.ImageRefused as exc:
-                raise InvalidImage(reason=exc.reason) from exc
-            await ctx.progress(1, f"Checking {filename or 'the upload'}.")
-            stored = await self._ingest(ctx, store, upload, claim)
-        finally:
-            await ctx.run_sync(lambda: upload.unlink(missing_ok=True))
+            return await ctx.run_with_progress(work, start, end, doing, PROGRESS_INTERVAL_S)
+        except assess.ImageRefused as exc:
+            raise InvalidImage(reason=exc.reason) from exc
+        except qemu_img.QemuImgError as exc:
+            raise ImageToolFailed(reason=str(exc)) from exc
+
+    async def _record(self, ctx: TaskContext, stored: StoredImage, log: list[str], **fields: Any) -> str:
+        name = str(ctx.args["name"])
 
         def record() -> str:
             with unit_of_work(self.app.session_factory) as db:
@@ -151,39 +180,85 @@ class GoldenImageImportTask(TaskHandler):
                 row = images.add(GoldenImage(
                     name=name, description=str(ctx.args.get("description") or ""), sha256=stored.sha256,
                     size=stored.size, virtual_size=stored.virtual_size, source_format=stored.source_format,
-                    original_filename=filename, created_by=ctx.owner, task_id=ctx.task_id,
-                ))
+                    created_by=ctx.owner, task_id=ctx.task_id, **fields))
+                log.append(f"{_stamp()} golden image {name} ({row.id}): sha256 {stored.sha256}, {stored.size} bytes, "
+                           f"virtual size {stored.virtual_size} bytes")
+                image_store(self.app.settings).write_log(row.id, "\n".join(log) + "\n")
                 return row.id
 
         try:
             image_id = await ctx.run_sync(record)
-        except AlreadyExists:
+        except BaseException:
             await ctx.run_sync(self._forget_unused, stored)
             raise
         ctx.set_result(golden_image_uri(image_id), name, CATEGORY)
-        await ctx.progress(100, f"Golden image {name} added ({stored.size} bytes, sha256 {stored.sha256[:12]}...).")
-        return Outcome(status=f"Golden image {name} added.")
-
-    async def _ingest(self, ctx: TaskContext, store: ImageStore, upload: Path, claim: str | None) -> StoredImage:
-        """store.ingest in a worker thread, its conversion percent reported as the task's (2-95)."""
-        latest = [0.0]  # written by qemu-img's output reader thread, read here
-        job = asyncio.ensure_future(ctx.run_sync(lambda: store.ingest(
-            upload, claimed=claim, on_progress=lambda percent: latest.__setitem__(0, percent),
-            max_bundle_bytes=self.app.settings.images.max_virtual_size)))
-        try:
-            while not job.done():
-                await asyncio.wait([job], timeout=PROGRESS_INTERVAL_S)
-                await ctx.progress(2 + int(latest[0] * 0.93), f"Converting to qcow2: {latest[0]:.0f}%.")
-            return job.result()
-        except assess.ImageRefused as exc:
-            raise InvalidImage(reason=exc.reason) from exc
-        except qemu_img.QemuImgError as exc:
-            raise ImageToolFailed(reason=str(exc)) from exc
-        # Cancelled (shutdown): the worker thread runs on to the end of its qemu-img and removes its
-        # own work directory; a file it still publishes has no row, and the next start removes it
-        # (reconcile_store).
+        return image_id
 
     def _forget_unused(self, stored: StoredImage) -> None:
         with unit_of_work(self.app.session_factory) as db:
             if GoldenImageRepository(db).count_with_checksum(stored.sha256) == 0:
                 image_store(self.app.settings).delete_golden(stored.sha256)
+
+
+def _stamp() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class GoldenImageImportTask(_ImageTask):
+    kind: ClassVar[str] = TASK_IMPORT
+    resumable: ClassVar[bool] = False  # the upload does not outlive the process that received it
+
+    async def run(self, ctx: TaskContext) -> Outcome:
+        store = image_store(self.app.settings)
+        upload = store.incoming_dir / Path(str(ctx.args["upload"])).name
+        name, filename = str(ctx.args["name"]), str(ctx.args.get("filename") or "")
+        log = [f"{_stamp()} import of {filename or 'an upload'} by {ctx.owner} (task {ctx.task_id})"]
+        try:
+            if not await ctx.run_sync(upload.is_file):
+                raise InvalidInput(reason="the uploaded file is gone (the appliance restarted); upload it again")
+            try:
+                claim = claimed_format(filename)
+            except assess.ImageRefused as exc:
+                raise InvalidImage(reason=exc.reason) from exc
+            await ctx.progress(1, f"Checking {filename or 'the upload'}.")
+            limit = self.app.settings.images.max_virtual_size
+            stored = await self._watch(ctx, lambda progress: store.ingest(
+                upload, claimed=claim, on_progress=progress, max_bundle_bytes=limit), 2, 95, "Converting to qcow2")
+        finally:
+            await ctx.run_sync(lambda: upload.unlink(missing_ok=True))
+        log.append(f"{_stamp()} probed as {stored.source_format}, converted to qcow2")
+        await self._record(ctx, stored, log, original_filename=filename)
+        await ctx.progress(100, f"Golden image {name} added ({stored.size} bytes, sha256 {stored.sha256[:12]}...).")
+        return Outcome(status=f"Golden image {name} added.")
+
+
+class GoldenImageCaptureTask(_ImageTask):
+    kind: ClassVar[str] = TASK_CAPTURE
+    resumable: ClassVar[bool] = True  # starting over is always correct: nothing is published half-made
+
+    async def run(self, ctx: TaskContext) -> Outcome:
+        store = image_store(self.app.settings)
+        name, volume_id = str(ctx.args["name"]), str(ctx.args["osVolumeId"])
+        plan = ctx.args.get("buildPlanUri") or None
+        compress = bool(ctx.args.get("compress"))
+
+        def volume_name() -> str:
+            with unit_of_work(self.app.session_factory) as db:
+                volume = OsVolumeRepository(db).get(volume_id)
+                if volume is None:
+                    raise NotFound(kind="OS volume", ident=volume_id)
+                return volume.name
+
+        source = await ctx.run_sync(volume_name)
+        log = [f"{_stamp()} capture of OS volume {source} ({volume_id}) by {ctx.owner} (task {ctx.task_id})",
+               f"{_stamp()} capture build plan: {plan or 'none'}; no plan steps run (OS build plans are not "
+               "in this appliance yet), so the volume is captured as it is"]
+        await ctx.progress(1, f"Capturing OS volume {source}.")
+        stored = await self._watch(ctx, lambda progress: store.capture(
+            store.volume_path(volume_id), compress=compress, on_progress=progress), 2, 95,
+            "Flattening" + (" and compressing" if compress else ""))
+        log.append(f"{_stamp()} flattened{' and compressed' if compress else ''} into qcow2")
+        await self._record(ctx, stored, log, image_capture=True, os_volume_uri=f"/rest/os-volumes/{volume_id}",
+                           build_plan_uri=plan)
+        await ctx.progress(100, f"Golden image {name} captured ({stored.size} bytes).")
+        return Outcome(status=f"Golden image {name} captured from {source}.")

@@ -119,6 +119,17 @@ class TaskContext:
         """Run blocking work (database, files, subprocess waits) in a worker thread."""
         return await asyncio.to_thread(fn, *args)
 
+    async def run_with_progress(self, work: Callable[[Callable[[float], None]], T], start: int, end: int,
+                                doing: str, interval: float = 0.5) -> T:
+        """Run blocking ``work(report)`` in a worker thread; ``report(percent)`` (0-100, from any
+        thread) moves this task from ``start`` to ``end`` percent, written every ``interval`` s."""
+        latest = [0.0]
+        job = asyncio.ensure_future(asyncio.to_thread(work, lambda percent: latest.__setitem__(0, percent)))
+        while not job.done():
+            await asyncio.wait([job], timeout=interval)
+            await self.progress(start + int(latest[0] * (end - start) / 100), f"{doing}: {latest[0]:.0f}%.")
+        return job.result()
+
     @contextlib.asynccontextmanager
     async def phase(self, name: str, until_percent: int) -> AsyncIterator[PhaseReporter]:
         """A child task for one phase of this task; the parent's percent moves from where it is to

@@ -11,6 +11,7 @@ import subprocess
 import time
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hpeOneView.exceptions import HPEOneViewException, HPEOneViewTaskError
@@ -120,3 +121,60 @@ def test_killed_mid_upload_leaves_nothing_after_restart(live: LiveAppliance) -> 
     live.start()
     assert store_files(live, "incoming") == [] and store_files(live, "golden") == []
     assert image_streamer(live).golden_images.get_all() == []
+
+
+def test_volume_capture_archive_and_in_use(live: LiveAppliance, tmp_path: Path) -> None:
+    """An OS volume cloned from an image, changed, captured through the SDK into a new image that
+    differs only where it was changed; the image cannot go while the volume uses it."""
+    disk = raw_disk(tmp_path / "base.raw", 4)
+    i3s = image_streamer(live)
+    base = i3s.golden_images.upload(str(disk), {"name": "base"})
+    api = live.client(live.login())
+    created = api.post("/rest/os-volumes", json={"name": "node-7-os", "goldenImageUri": base["uri"],
+                                                 "size": 8 << 20})
+    assert created.status_code == 202, created.text
+    task = wait_task(live, created.headers["location"])
+    assert task["taskState"] == "Completed", task
+    volume = live.api("GET", task["associatedResource"]["resourceUri"])
+    assert (volume["name"], volume["size"], volume["fullClone"]) == ("node-7-os", 8 << 20, False)
+    assert [v["name"] for v in i3s.os_volumes.get_all()] == ["node-7-os"]
+
+    path = live.home / "images" / "volumes" / f"{volume['id']}.qcow2"
+    subprocess.run(["qemu-io", "-f", "qcow2", "-c", "write -P 0xab 1M 64k", str(path)], check=True, timeout=30,
+                   capture_output=True)
+    captured = i3s.golden_images.create({"name": "node-7-captured", "description": "after changes",
+                                         "imageCapture": "true", "osVolumeURI": volume["uri"], "buildPlanUri": ""})
+    assert (captured["imageCapture"], captured["osVolumeURI"]) == (True, volume["uri"])
+    assert captured["virtualSize"] == 8 << 20
+
+    archive = tmp_path / "capture.log"
+    assert i3s.golden_images.download_archive(captured["id"], str(archive)) is True
+    assert "capture of OS volume node-7-os" in archive.read_text()
+
+    image = tmp_path / "captured.qcow2"
+    assert i3s.golden_images.download(captured["id"], str(image)) is True
+    flat = tmp_path / "captured.raw"
+    qemu_img.convert(image, flat, src_format="qcow2", dst_format="raw")
+    before, after = disk.read_bytes(), flat.read_bytes()
+    changed = slice(1 << 20, (1 << 20) + (64 << 10))
+    assert after[:changed.start] == before[:changed.start]
+    assert after[changed.stop:4 << 20] == before[changed.stop:]
+    assert after[changed] == b"\xab" * (64 << 10)
+    assert after[4 << 20:] == bytes(4 << 20)  # the volume's growth reads as zeros
+
+    refused = api.delete(base["uri"])
+    assert refused.status_code == 409 and "node-7-os" in refused.json()["message"]
+    assert api.delete(volume["uri"]).status_code == 204
+    assert api.delete(base["uri"]).status_code == 204
+    api.close()
+    assert not path.exists()
+
+
+def wait_task(live: LiveAppliance, uri: str, timeout: float = 60) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        task = live.api("GET", uri)
+        if task["taskState"] not in ("New", "Starting", "Running", "Pending"):
+            return task
+        assert time.monotonic() < deadline, task
+        time.sleep(0.2)

@@ -8,7 +8,9 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import FileResponse
+from pydantic import ValidationError
 
+from appliance.context import AppContext
 from appliance.db.session import unit_of_work
 from appliance.errors import InvalidInput
 from appliance.services.golden_images import CATEGORY, GoldenImageService, image_store
@@ -17,7 +19,7 @@ from web.collection import QueryDep, envelope
 from web.deps import AppDep, DbDep, Operator, ReadOnly
 from web.etag import check_if_match, resource_response
 from web.routers.common import accepted
-from web.schemas.golden_images import GoldenImageUpdate, golden_image_public
+from web.schemas.golden_images import GoldenImageCapture, GoldenImageUpdate, golden_image_public
 from web.uploads import receive_file
 
 router = APIRouter(tags=["golden-images"])
@@ -43,8 +45,7 @@ async def upload_golden_image(
     """The HPE SDK's ``upload``: one multipart part ``file``, ``name`` and ``description`` in the
     query. The body streams into the store's incoming/ and an import task takes it from there."""
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
-        raise InvalidInput(reason="POST /rest/golden-images takes a multipart/form-data upload (part 'file'); "
-                                  "capture from an OS volume arrives with OS volumes")
+        return await _capture(request, ctx, principal.name)
 
     def check_name() -> None:
         with unit_of_work(ctx.session_factory) as db:
@@ -66,6 +67,34 @@ async def upload_golden_image(
             raise
 
     return await asyncio.to_thread(start)
+
+
+async def _capture(request: Request, ctx: AppContext, owner: str) -> Response:
+    """The SDK's ``golden_images.create`` with ``imageCapture``: a new golden image from an OS volume."""
+    try:
+        body = GoldenImageCapture.model_validate_json(await request.body())
+    except ValidationError as exc:
+        raise InvalidInput(reason="; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}"
+                                           for e in exc.errors())) from exc
+    if not body.capture():
+        raise InvalidInput(reason="POST /rest/golden-images adds an image either by a multipart/form-data upload "
+                                  "(part 'file') or by capture (imageCapture true, with osVolumeURI)")
+
+    def start() -> Response:
+        with unit_of_work(ctx.session_factory) as db:
+            tasks = TaskService(db, ctx.clock, ctx.wakeup.notify)
+            task = GoldenImageService(db, ctx.settings, ctx.clock, tasks).start_capture(
+                body.name, body.description or "", body.os_volume_id(), body.build_plan_uri, body.compress, owner)
+            return accepted(task)
+
+    return await asyncio.to_thread(start)
+
+
+@router.get(PATH + "/archive/{image_id}")
+def golden_image_log(image_id: str, db: DbDep, ctx: AppDep, _: ReadOnly) -> FileResponse:
+    """What the import or capture that made the image did (Image Streamer's capture-log archive)."""
+    return FileResponse(_service(db, ctx).log_path(image_id), media_type="text/plain; charset=utf-8",
+                        filename=f"{image_id}.log")
 
 
 @router.get(PATH + "/{image_id}")

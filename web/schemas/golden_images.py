@@ -19,6 +19,26 @@ class GoldenImageUpdate(Strict):
     description: str | None = Field(default=None, max_length=4096)
 
 
+class GoldenImageCapture(Strict):
+    """POST /rest/golden-images as JSON: HPE's capture request (``imageCapture`` arrives as a bool
+    or, in HPE's own examples, the string "true")."""
+
+    model_config = Strict.model_config | {"extra": "ignore"}  # the SDK adds "type": "GoldenImage"
+    name: str = Field(min_length=1, max_length=255)
+    description: str | None = Field(default=None, max_length=4096)
+    image_capture: bool | str = Field(default=False, alias="imageCapture")
+    os_volume_uri: str = Field(default="", alias="osVolumeURI", max_length=255)
+    build_plan_uri: str | None = Field(default=None, alias="buildPlanUri", max_length=255)
+    compress: bool = Field(default=False, description="Ingot's: compress the captured qcow2.")
+
+    def capture(self) -> bool:
+        flag = self.image_capture
+        return (flag is True or (isinstance(flag, str) and flag.strip().lower() == "true")) and bool(self.os_volume_uri)
+
+    def os_volume_id(self) -> str:
+        return self.os_volume_uri.rstrip("/").rsplit("/", 1)[-1]
+
+
 def golden_image_public(image: GoldenImage) -> dict[str, Any]:
     body = resource_header(
         "GoldenImage", CATEGORY, golden_image_uri(image.id), image.id, image.name, image.etag,

@@ -1,0 +1,42 @@
+"""OS volume resources (Image Streamer ``OeVolume`` shape) and Ingot's request to make one."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field
+
+from appliance.models import OsVolume
+from appliance.services.golden_images import golden_image_uri
+from appliance.services.os_volumes import CATEGORY, os_volume_uri
+from web.schemas.common import Strict, resource_header
+
+
+class OsVolumeCreate(Strict):
+    """POST /rest/os-volumes (Ingot's; Image Streamer makes volumes only while deploying)."""
+
+    name: str = Field(min_length=1, max_length=255)
+    golden_image_uri: str = Field(alias="goldenImageUri", min_length=1, max_length=255)
+    size: int | None = Field(default=None, gt=0, description="Bytes; at least the golden image's virtual size.")
+    full_clone: bool = Field(default=False, alias="fullClone")
+
+    def golden_image_id(self) -> str:
+        return self.golden_image_uri.rstrip("/").rsplit("/", 1)[-1]
+
+
+def os_volume_public(volume: OsVolume) -> dict[str, Any]:
+    body = resource_header("OeVolume", CATEGORY, os_volume_uri(volume.id), volume.id, volume.name, volume.etag,
+                           volume.created, volume.modified, state="Created")
+    body.update({
+        "size": volume.size,
+        "goldenVolumeUri": golden_image_uri(volume.golden_image_id),
+        "goldenImageUri": golden_image_uri(volume.golden_image_id),
+        "fullClone": volume.full_clone,
+        "oeVolumeId": volume.id,
+        "deploymentClusterUri": None,
+        "statelessServerUri": None,
+        "oeVolumeIQN": None,
+        "oeVolumeIp": None,
+        "createdBy": volume.created_by,
+    })
+    return body
