@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
-from appliance.cli.client import ApiClient, decode, segment
-from appliance.cli.errors import CliError, UsageError
-from appliance.cli.output import Column, JsonOption, note, print_collection, print_json, print_resource, size, when
-from appliance.cli.progress import has_failed, report_tasks, task_id_of, watch_tasks
+from appliance.cli.client import ApiClient, segment
+from appliance.cli.errors import UsageError
+from appliance.cli.output import Column, JsonOption, note, print_collection, print_resource, size, when
+from appliance.cli.progress import follow_created
 from appliance.cli.transfer import fetch_verified
 
 app = typer.Typer(help="Appliance backups (administrators).", no_args_is_help=True)
@@ -42,23 +42,9 @@ def create(
 ) -> None:
     """Write a backup of the appliance database (as a task)."""
     with ApiClient.connect() as client:
-        response = client.post("/rest/backups", {})
-        task: dict[str, Any] = decode(response)
-        task_id = task_id_of(response.headers.get("location") or str(task.get("id", "")))
-        if not wait:
-            if as_json:
-                print_json(task)
-            else:
-                note(f"Backup started: task {task_id}. Follow it with `ingot tasks watch {task_id}`.")
-            return
-        (task,) = watch_tasks(client, [task_id])
-        if has_failed(task):
-            raise typer.Exit(report_tasks([task]))
-        backup_uri = (task.get("associatedResource") or {}).get("resourceUri")
-        if not backup_uri:
-            raise CliError(f"Task {task_id} finished but names no backup.")
-        backup = client.get(backup_uri)
-    print_resource(backup, BACKUP_FIELDS, as_json=as_json)
+        backup = follow_created(client, client.post("/rest/backups", {}), "backup", wait, as_json)
+    if backup is not None:
+        print_resource(backup, BACKUP_FIELDS, as_json=as_json)
 
 
 @app.command("list")

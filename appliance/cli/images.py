@@ -4,14 +4,14 @@ download (checked against the image's SHA-256), rename, delete."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
-from appliance.cli.client import ApiClient, decode, segment
-from appliance.cli.errors import CliError, UsageError
-from appliance.cli.output import Column, JsonOption, note, print_collection, print_json, print_resource, size, when
-from appliance.cli.progress import has_failed, report_tasks, task_id_of, watch_tasks
+from appliance.cli.client import ApiClient, segment
+from appliance.cli.errors import UsageError
+from appliance.cli.output import Column, JsonOption, note, print_collection, print_resource, size, when
+from appliance.cli.progress import follow_created
 from appliance.cli.transfer import fetch_verified, upload_file
 
 app = typer.Typer(help="Golden images: the library OS volumes are cloned from.", no_args_is_help=True)
@@ -71,22 +71,35 @@ def upload(
         raise UsageError(f"{file} is not a file.")
     with ApiClient.connect() as client:
         response = upload_file(client, PATH, file, {"name": name or file.stem, "description": description})
-        task: dict[str, Any] = decode(response)
-        task_id = task_id_of(response.headers.get("location") or str(task.get("id", "")))
-        if not wait:
-            if as_json:
-                print_json(task)
-            else:
-                note(f"Uploaded; import running as task {task_id}. Follow it with `ingot tasks watch {task_id}`.")
-            return
-        (task,) = watch_tasks(client, [task_id])
-        if has_failed(task):
-            raise typer.Exit(report_tasks([task]))
-        image_uri = (task.get("associatedResource") or {}).get("resourceUri")
-        if not image_uri:
-            raise CliError(f"Task {task_id} finished but names no golden image.")
-        image = client.get(image_uri)
-    print_resource(image, IMAGE_FIELDS, as_json=as_json)
+        image = follow_created(client, response, "golden image", wait, as_json)
+    if image is not None:
+        print_resource(image, IMAGE_FIELDS, as_json=as_json)
+
+
+@app.command()
+def capture(
+    volume_id: Annotated[str, typer.Argument(help="OS volume ID to capture.")],
+    name: Annotated[str, typer.Option("--name", "-n", help="Name of the new golden image.")],
+    description: Annotated[str, typer.Option("--description", "-d", help="Free text.")] = "",
+    compress: Annotated[bool, typer.Option("--compress", help="Compress the captured qcow2.")] = False,
+    wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Follow the capture task and show the image.")] = True,
+    as_json: JsonOption = False,
+) -> None:
+    """Capture a new golden image from an OS volume (flattened, checksummed; a task)."""
+    body = {"name": name, "description": description, "imageCapture": True,
+            "osVolumeURI": f"/rest/os-volumes/{volume_id}", "compress": compress}
+    with ApiClient.connect() as client:
+        image = follow_created(client, client.post(PATH, body), "golden image", wait, as_json)
+    if image is not None:
+        print_resource(image, IMAGE_FIELDS, as_json=as_json)
+
+
+@app.command()
+def log(image_id: Annotated[str, typer.Argument(help="Golden image ID.")]) -> None:
+    """Print what the import or capture that made a golden image did."""
+    with ApiClient.connect() as client, client.stream(f"{PATH}/archive/{segment(image_id)}") as response:
+        for line in response.iter_lines():
+            typer.echo(line)
 
 
 @app.command()

@@ -11,6 +11,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import httpx
+import typer
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -26,9 +28,9 @@ from rich.progress import Task as Bar
 from rich.table import Column
 from rich.text import Text
 
-from appliance.cli.client import ApiClient, segment
+from appliance.cli.client import ApiClient, decode, segment
 from appliance.cli.errors import EXIT_FAILED, EXIT_OK, CliError, render_error
-from appliance.cli.output import note, stderr
+from appliance.cli.output import note, print_json, stderr
 from appliance.tasks.states import ACTIVE_STATES, FAILED_STATES
 
 TASKS_PATH = "/rest/tasks/"
@@ -134,3 +136,25 @@ def download_progress(console: Console | None = None) -> Progress:
         TextColumn("{task.description}", markup=False), BarColumn(), DownloadColumn(binary_units=True),
         TransferSpeedColumn(), TimeRemainingColumn(), console=console or stderr(),
     )
+
+
+def follow_created(client: ApiClient, response: httpx.Response, what: str, wait: bool,
+                   as_json: bool) -> dict[str, Any] | None:
+    """The 202 of a create: watch its task with a progress bar and return the resource it made
+    (exit 1 with the task's errors if it failed); with ``wait`` off, say how to follow it."""
+    task: dict[str, Any] = decode(response)
+    task_id = task_id_of(response.headers.get("location") or str(task.get("id", "")))
+    if not wait:
+        if as_json:
+            print_json(task)
+        else:
+            note(f"Started task {task_id}. Follow it with `ingot tasks watch {task_id}`.")
+        return None
+    (task,) = watch_tasks(client, [task_id])
+    if has_failed(task):
+        raise typer.Exit(report_tasks([task]))
+    uri = (task.get("associatedResource") or {}).get("resourceUri")
+    if not uri:
+        raise CliError(f"Task {task_id} finished but names no {what}.")
+    resource: dict[str, Any] = client.get(uri)
+    return resource

@@ -56,3 +56,28 @@ def test_refusals_are_reported_and_exit_nonzero(admin_cli: Cli, tmp_path: Path) 
     unknown = admin_cli("images", "show", "no-such-id")
     assert unknown.returncode != 0 and "not found" in unknown.stderr.lower()
     assert admin_cli.json("images", "list")["members"] == []
+
+
+def test_volume_create_capture_log_and_in_use(admin_cli: Cli, tmp_path: Path) -> None:
+    disk = tmp_path / "base.raw"
+    disk.write_bytes(os.urandom(2 << 20))
+    image = admin_cli.json("images", "upload", str(disk))
+    volume = admin_cli.json("volumes", "create", "node-1-os", "--image", image["id"], "--size", str(4 << 20))
+    assert (volume["name"], volume["size"], volume["fullClone"]) == ("node-1-os", 4 << 20, False)
+    full = admin_cli.json("volumes", "create", "node-2-os", "--image", image["id"], "--full")
+    assert full["fullClone"] is True
+    listed = admin_cli("volumes", "list")
+    assert listed.returncode == 0 and "node-1-os" in listed.stdout and "node-2-os" in listed.stdout
+
+    captured = admin_cli.json("images", "capture", volume["id"], "--name", "node-1-golden", "--compress")
+    assert (captured["imageCapture"], captured["virtualSize"]) == (True, 4 << 20)
+    log = admin_cli("images", "log", captured["id"])
+    assert log.returncode == 0 and "capture of OS volume node-1-os" in log.stdout
+
+    in_use = admin_cli("images", "delete", image["id"])
+    assert in_use.returncode == 1 and "node-1-os" in in_use.stderr
+    for vid in (volume["id"], full["id"]):
+        assert admin_cli("volumes", "delete", vid).returncode == 0
+    assert admin_cli("images", "delete", image["id"]).returncode == 0
+    small = admin_cli("volumes", "create", "tiny", "--image", captured["id"], "--size", "1024")
+    assert small.returncode != 0 and "smaller" in small.stderr
