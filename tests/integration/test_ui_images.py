@@ -68,12 +68,14 @@ def test_page_script_is_served(api: TestClient) -> None:
 @pytest.mark.slow
 def test_in_a_browser(page: Any, live: Any, backend: str, artifacts_dir: Path, tmp_path: Path) -> None:
     """Upload an image through the form (bytes-sent bar, then the import task), see it in the
-    library, then upload a hostile one (its import fails with the reason) and delete the first."""
+    library, clone it into an OS volume and capture that into a new image, upload a hostile one
+    (its import fails with the reason), then delete volume and images."""
     from playwright.sync_api import expect
 
     from tests.support.browser import WAIT_MS, sign_in
 
-    page.on("dialog", lambda dialog: dialog.accept())
+    answers = ["node-1-os", "node-1-golden"]  # the Clone and Capture prompts, in order
+    page.on("dialog", lambda dialog: dialog.accept(answers.pop(0)) if dialog.type == "prompt" else dialog.accept())
     sign_in(page, "/ui/images")
     expect(page.get_by_role("link", name="Images", exact=True)).to_have_attribute("aria-current", "page")
     expect(page.get_by_text("The library is empty.")).to_be_visible()
@@ -90,6 +92,14 @@ def test_in_a_browser(page: Any, live: Any, backend: str, artifacts_dir: Path, t
     expect(row).to_contain_text("from the browser")
     expect(page.locator("tr[data-row-task]").first).to_contain_text("Completed")
 
+    row.get_by_role("button", name="Clone").click()
+    volume = page.locator("tr[data-volume-row]")
+    expect(volume).to_contain_text("node-1-os", timeout=WAIT_MS)
+    expect(row).to_contain_text("node-1-os")  # "used by"
+    volume.get_by_role("button", name="Capture").click()
+    expect(page.locator("tr[data-image-row]")).to_have_count(2, timeout=WAIT_MS)
+    expect(page.locator("tr[data-image-row]", has_text="node-1-golden")).to_contain_text("captured")
+
     evil = tmp_path / "evil.qcow2"
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", "/etc/shadow", "-F", "raw", str(evil), "1M"],
                    check=True, timeout=30)
@@ -98,8 +108,14 @@ def test_in_a_browser(page: Any, live: Any, backend: str, artifacts_dir: Path, t
     form.get_by_role("button", name="Upload").click()
     failed = page.locator("tr[data-row-task]").first
     expect(failed).to_contain_text("backing file", timeout=WAIT_MS)
-    expect(page.locator("tr[data-image-row]")).to_have_count(1)
+    page.reload()  # settles the page: ui.js reloads it by itself once it has seen a task end
+    expect(page.locator("tr[data-image-row]")).to_have_count(2)
     page.screenshot(path=str(artifacts_dir / f"ui-images-{backend}.png"), full_page=True)
 
-    page.locator("tr[data-image-row]").get_by_role("button", name="Delete").click()
-    expect(page.get_by_text("The library is empty.")).to_be_visible(timeout=WAIT_MS)
+    page.locator("tr[data-volume-row]").get_by_role("button", name="Delete").click()
+    expect(page.get_by_text("No OS volumes.")).to_be_visible(timeout=WAIT_MS)
+    images = page.locator("tr[data-image-row]")
+    for left in (1, 0):
+        images.first.get_by_role("button", name="Delete").click()
+        expect(images).to_have_count(left, timeout=WAIT_MS)
+    expect(page.get_by_text("The library is empty.")).to_be_visible()

@@ -1,5 +1,6 @@
-"""The "Images" page: the golden image library (sizes, formats, checksums, downloads), the recent
-import tasks with their progress bars, and an upload form.
+"""The "Images" page: the golden image library (sizes, formats, checksums, downloads, which OS
+volumes use each), the OS volumes (clone an image into one, capture one into a new image), the
+recent image tasks with their progress bars, and an upload form.
 
 The upload goes from the browser straight to ``POST /rest/golden-images`` (multipart, session
 cookie and CSRF header, as every change on these pages); ``static/images.js`` shows the bytes
@@ -12,12 +13,14 @@ from fastapi import APIRouter, Request, Response
 
 from appliance.query import CollectionQuery, Condition, Op
 from appliance.roles import Role
-from appliance.services.golden_images import TASK_IMPORT, GoldenImageService
+from appliance.services.golden_images import TASK_CAPTURE, TASK_IMPORT, GoldenImageService
+from appliance.services.os_volumes import TASK_CREATE, OsVolumeService
 from appliance.services.tasks import TaskService
 from web.ui.routes import UiRoute, view
 
 router = APIRouter(route_class=UiRoute, include_in_schema=False)
 LISTED = 500  # a library is tens of images; past this the page says how many it left out
+RECENT_TASKS = 8
 
 
 @router.get("/ui/images")
@@ -26,8 +29,17 @@ def images_page(request: Request) -> Response:
         tasks = TaskService(v.db, v.ctx.clock)
         service = GoldenImageService(v.db, v.ctx.settings, v.ctx.clock, tasks)
         images = service.list(CollectionQuery(count=LISTED))
-        recent = tasks.list(CollectionQuery(count=5, conditions=(Condition("kind", Op.EQ, TASK_IMPORT),)))
+        volumes = OsVolumeService(v.db, v.ctx.settings, v.ctx.clock, tasks).list(CollectionQuery(count=LISTED))
+        users: dict[str, list[str]] = {}
+        for volume in volumes.members:
+            users.setdefault(volume.golden_image_id, []).append(volume.name)
+        recent = sorted((task for kind in (TASK_IMPORT, TASK_CAPTURE, TASK_CREATE)
+                         for task in tasks.list(CollectionQuery(
+                             count=RECENT_TASKS, conditions=(Condition("kind", Op.EQ, kind),))).members),
+                        key=lambda task: task.created, reverse=True)[:RECENT_TASKS]
         return v.render("images.html", "images", title="Golden images", images=images.members,
-                        image_total=images.total, tasks=recent.members, can_edit=v.may(Role.OPERATOR),
+                        image_total=images.total, volumes=volumes.members, volume_total=volumes.total,
+                        users=users, image_names={i.id: i.name for i in images.members},
+                        tasks=recent, can_edit=v.may(Role.OPERATOR),
                         free_bytes=service.store.free_bytes(),
                         max_upload=v.ctx.settings.images.max_upload_bytes)

@@ -4,7 +4,10 @@
  *   description in the query, as HPE's SDK sends it) with XMLHttpRequest, whose upload events
  *   drive the progress bar; the 202 names the import task, and the page reloads to list it with
  *   its own progress bar (polled by ui.js).
- * - Delete: DELETE /rest/golden-images/{id}, then reload.
+ * - Delete: DELETE /rest/golden-images/{id} or /rest/os-volumes/{id}, then reload.
+ * - Clone: POST /rest/os-volumes (a linked clone, named in a prompt); Capture: POST
+ *   /rest/golden-images with imageCapture (named in a prompt). Both are tasks: the page reloads
+ *   to list them with their progress bars.
  * Names and messages only ever go into textContent.
  */
 (function () {
@@ -75,15 +78,55 @@
     upload(form);
   });
 
+  function startTask(button, path, body) {
+    I.busy(button, true);
+    I.api("POST", path, body).then(function () {
+      window.location.reload();  // the new task is listed with its progress bar
+    }, function (err) { I.busy(button, false); I.showError(err.message); });
+  }
+
+  function remove(button, path, what) {
+    if (!window.confirm("Delete " + what + "?")) { return; }
+    I.busy(button, true);
+    I.api("DELETE", path).then(function () {
+      window.location.reload();
+    }, function (err) { I.busy(button, false); I.showError(err.message); });
+  }
+
   document.addEventListener("click", function (event) {
     var target = event.target instanceof Element ? event.target : null;
-    var remove = target && target.closest("[data-delete-image]");
-    if (!remove) { return; }
-    var id = remove.getAttribute("data-delete-image");
-    if (!window.confirm("Delete golden image " + (remove.getAttribute("data-image-name") || id) + "?")) { return; }
-    I.busy(remove, true);
-    I.api("DELETE", "/rest/golden-images/" + encodeURIComponent(id)).then(function () {
-      window.location.reload();
-    }, function (err) { I.busy(remove, false); I.showError(err.message); });
+    if (!target) { return; }
+    var button = target.closest("[data-delete-image]");
+    if (button) {
+      remove(button, "/rest/golden-images/" + encodeURIComponent(button.getAttribute("data-delete-image")),
+             "golden image " + button.getAttribute("data-image-name"));
+      return;
+    }
+    button = target.closest("[data-delete-volume]");
+    if (button) {
+      remove(button, "/rest/os-volumes/" + encodeURIComponent(button.getAttribute("data-delete-volume")),
+             "OS volume " + button.getAttribute("data-volume-name"));
+      return;
+    }
+    button = target.closest("[data-clone-image]");
+    if (button) {
+      var volumeName = window.prompt("Name of the new OS volume (a linked clone of " +
+                                     button.getAttribute("data-image-name") + "):");
+      if (!volumeName || !volumeName.trim()) { return; }
+      startTask(button, "/rest/os-volumes", {
+        name: volumeName.trim(), goldenImageUri: "/rest/golden-images/" + button.getAttribute("data-clone-image")
+      });
+      return;
+    }
+    button = target.closest("[data-capture-volume]");
+    if (button) {
+      var imageName = window.prompt("Name of the golden image to capture from " +
+                                    button.getAttribute("data-volume-name") + ":");
+      if (!imageName || !imageName.trim()) { return; }
+      startTask(button, "/rest/golden-images", {
+        name: imageName.trim(), imageCapture: true,
+        osVolumeURI: "/rest/os-volumes/" + button.getAttribute("data-capture-volume")
+      });
+    }
   });
 }());
