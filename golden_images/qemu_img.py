@@ -9,10 +9,12 @@ wall-clock timeout, the limits OpenStack settled on for the same job (1 GiB, 30 
 
 from __future__ import annotations
 
+import ctypes
 import json
 import re
 import resource
 import shutil
+import signal
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -31,7 +33,19 @@ class QemuImgError(Exception):
     """qemu-img failed, could not be run, or ran out of time; the message says which, with its stderr."""
 
 
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    """SIGTERM this child when the appliance dies (even by SIGKILL); timeout(1) passes the TERM
+    on to qemu-img. Otherwise a conversion would run on, orphaned, into a store that the next
+    start has swept."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+
+
 def _probe_limits() -> None:  # runs in the child between fork and exec
+    _die_with_parent()
     resource.setrlimit(resource.RLIMIT_AS, (PROBE_ADDRESS_SPACE, PROBE_ADDRESS_SPACE))
     resource.setrlimit(resource.RLIMIT_CPU, (PROBE_CPU_S, PROBE_CPU_S))
 
@@ -49,6 +63,7 @@ def _command() -> sh.Command:
 
 def _run(args: list[str], *, timeout: float, ok_codes: tuple[int, ...] = (0,), **call: Any) -> tuple[int, str]:
     """Run ``qemu-img args``; return (exit code, stdout). Every failure becomes QemuImgError."""
+    call.setdefault("_preexec_fn", _die_with_parent)
     try:
         done = _command()("--kill-after=10", f"{timeout:.0f}", "qemu-img", *args, _ok_code=list(ok_codes),
                           _return_cmd=True, _decode_errors="replace", **call)

@@ -178,3 +178,40 @@ def wait_task(live: LiveAppliance, uri: str, timeout: float = 60) -> Any:
             return task
         assert time.monotonic() < deadline, task
         time.sleep(0.2)
+
+
+def test_killed_mid_capture_leaves_nothing_after_restart(live: LiveAppliance, tmp_path: Path) -> None:
+    """Capture with compression of 128 MiB of random data takes seconds: the appliance is killed
+    while qemu-img writes the new image. The restart removes every trace of that attempt, and the
+    capture (resumable: starting over is always correct) runs again to a complete image."""
+    i3s = image_streamer(live)
+    base = i3s.golden_images.upload(str(raw_disk(tmp_path / "big.raw", 128)), {"name": "big"})
+    api = live.client(live.login())
+    created = api.post("/rest/os-volumes", json={"name": "big-os", "goldenImageUri": base["uri"]})
+    volume_uri = wait_task(live, created.headers["location"])["associatedResource"]["resourceUri"]
+    started = api.post("/rest/golden-images", json={"name": "big-captured", "imageCapture": True,
+                                                    "osVolumeURI": volume_uri, "compress": True})
+    assert started.status_code == 202, started.text
+    api.close()
+    incoming = live.home / "images" / "incoming"
+    deadline = time.monotonic() + 60
+    while not (killed_work := [p.parent.name for p in incoming.glob("work-*/image.qcow2")]):
+        assert time.monotonic() < deadline, "the capture never started writing"
+        time.sleep(0.05)
+    live.kill()
+    assert store_files(live, "golden") == [f"{base['checkSum']}.qcow2"]  # nothing published yet
+
+    live.start()
+    assert not (incoming / killed_work[0]).exists()  # swept before the runner started again
+    task = wait_task(live, started.headers["location"], timeout=120)
+    assert task["taskState"] == "Completed", task
+    assert "Resumed" in " ".join(p["statusUpdate"] for p in task["progressUpdates"])
+    assert store_files(live, "incoming") == []
+    images = {g["name"]: g for g in image_streamer(live).golden_images.get_all()}
+    assert sorted(images) == ["big", "big-captured"]
+    # Random data does not compress, so qemu-img stores it as it was: the capture may be the very
+    # same file as its source (one file, two names).
+    assert set(store_files(live, "golden")) == {f"{g['checkSum']}.qcow2" for g in images.values()}
+    captured = live.home / "images" / "golden" / f"{images['big-captured']['checkSum']}.qcow2"
+    assert qemu_img.check(captured)["check-errors"] == 0
+    assert qemu_img.identical(captured, live.home / "images" / "golden" / f"{base['checkSum']}.qcow2")

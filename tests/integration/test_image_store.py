@@ -881,10 +881,8 @@ class Processes:
             with contextlib.suppress(ProcessLookupError):  # ended meanwhile
                 self.pidfds.append(os.pidfd_open(descendant))
 
-    def kill_descendants(self, timeout: float) -> None:
-        for fd in self.pidfds:
-            with contextlib.suppress(ProcessLookupError):
-                signal.pidfd_send_signal(fd, signal.SIGKILL)
+    def ended(self, timeout: float) -> bool:
+        """Whether every adopted process has ended within ``timeout`` seconds (nothing is sent)."""
         poller = select.poll()
         for fd in self.pidfds:
             poller.register(fd, select.POLLIN)  # readable once the process has ended
@@ -893,8 +891,16 @@ class Processes:
         while len(ended) < len(self.pidfds):
             left = deadline - time.monotonic()
             if left <= 0:
-                pytest.fail("a killed qemu-img did not end")
+                return False
             ended.update(fd for fd, _ in poller.poll(left * 1000))
+        return True
+
+    def kill_descendants(self, timeout: float) -> None:
+        for fd in self.pidfds:
+            with contextlib.suppress(ProcessLookupError):
+                signal.pidfd_send_signal(fd, signal.SIGKILL)
+        if not self.ended(timeout):
+            pytest.fail("a killed qemu-img did not end")
 
     def close(self) -> None:
         for child in self.children:
@@ -923,10 +929,9 @@ def test_import_killed_midway_leaves_only_incoming_work(tmp_path: Path, sparse_r
     # qemu-img converts 256 MiB from the page cache in a fraction of a second, too fast to catch
     # by timing alone; so the child's progress callback marks the moment the conversion has begun
     # and then holds the import there (inside store.ingest, before anything is published). The
-    # child is SIGKILLed at that point, and its qemu-img (still converting: it runs on while the
-    # callback waits) and the timeout(1) around it with it, as when the appliance's service dies
-    # (systemd kills the whole cgroup) or the power goes: a qemu-img left running would go on
-    # writing into incoming/ and finish there.
+    # child is SIGKILLed at that point, while its qemu-img is still converting (it runs on while
+    # the callback waits). The qemu-img and the timeout(1) around it must end by themselves
+    # (qemu_img._die_with_parent): left running, they would write on into incoming/.
     root = tmp_path / "store"
     marker = tmp_path / "converting"
     errors = tmp_path / "child.err"
@@ -943,9 +948,10 @@ def test_import_killed_midway_leaves_only_incoming_work(tmp_path: Path, sparse_r
 
     wait_for(converting, 60, "the child's conversion to start")
     processes.adopt_descendants(child.pid)
+    assert processes.pidfds, "no qemu-img was running"
     os.kill(child.pid, signal.SIGKILL)
-    processes.kill_descendants(timeout=30)
     assert child.wait(timeout=30) == -signal.SIGKILL
+    assert processes.ended(timeout=30), "qemu-img outlived the process that started it"
 
     assert names(root / "golden") == []
     assert names(root / "volumes") == []
@@ -975,3 +981,26 @@ def test_sweep_removes_stray_files_and_dirs(store: ImageStore, golden: StoredIma
     assert names(store.incoming_dir) == []
     assert names(store.golden_dir) == [f"{golden.sha256}.qcow2"]  # the symlink's target is untouched
     assert store.verify(golden.sha256)
+
+
+SLOW_CHILD = """
+import sys
+from pathlib import Path
+from golden_images import qemu_img
+# -r: qemu-img's own rate limit, so this conversion takes about half a minute
+qemu_img._run(["convert", "-r", "1M", "-f", "raw", "-O", "qcow2", sys.argv[1], sys.argv[2]], timeout=600)
+"""
+
+
+def test_qemu_img_ends_when_the_process_that_started_it_dies(tmp_path: Path, processes: Processes) -> None:
+    source = tmp_path / "source.raw"
+    source.write_bytes(os.urandom(32 << 20))
+    child = subprocess.Popen([sys.executable, "-c", SLOW_CHILD, str(source), str(tmp_path / "out.qcow2")],
+                             cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    processes.children.append(child)
+    wait_for(lambda: len(descendants(child.pid)) >= 2, 30, "timeout(1) and qemu-img to start")
+    processes.adopt_descendants(child.pid)
+    os.kill(child.pid, signal.SIGKILL)
+    assert child.wait(timeout=30) == -signal.SIGKILL
+    # Left alone, the rate-limited conversion would take about 30 s more.
+    assert processes.ended(timeout=10), "qemu-img outlived the process that started it"
