@@ -22,11 +22,10 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 from urllib.parse import urlsplit, urlunsplit
 
-import httpx
 import typer
 
 import appliance
-from appliance.cli.client import API_VERSION, ApiClient, decode, segment
+from appliance.cli.client import API_VERSION, ApiClient, segment
 from appliance.cli.errors import EXIT_AUTH, EXIT_FAILED, ApiError, CliError, UsageError
 from appliance.cli.output import (
     Column,
@@ -41,7 +40,7 @@ from appliance.cli.output import (
     when,
 )
 from appliance.cli.passwords import read_password
-from appliance.cli.progress import has_failed, report_tasks, task_id_of, watch_tasks
+from appliance.cli.progress import follow_task, has_failed, report_tasks, start_task, watch_tasks
 from appliance.cli.session import Target
 
 app = typer.Typer(help="Server hardware: BMC-managed servers, their power, boot device and console.",
@@ -182,35 +181,6 @@ def resolve(client: ApiClient, name_or_id: str) -> dict[str, Any]:
 
 
 # --- tasks -------------------------------------------------------------------------------------
-def start_task(response: httpx.Response) -> tuple[str, dict[str, Any]]:
-    """The task ID (from ``Location`` or the body) and body of a 202 answer."""
-    task: dict[str, Any] = decode(response)
-    task_id = task_id_of(response.headers.get("location") or str(task.get("uri") or task.get("id") or ""))
-    if not task_id:
-        raise CliError("The appliance accepted the request but named no task.")
-    return task_id, task
-
-
-def follow(client: ApiClient, response: httpx.Response, *, wait: bool, what: str,
-           as_json: bool = False) -> dict[str, Any] | None:
-    """Wait for the task with a progress bar and return its last body; without ``wait`` say how
-    to follow it (or print it as JSON) and return ``None``.
-
-    :raises typer.Exit: (1) once the task's error is printed, if it failed.
-    """
-    task_id, task = start_task(response)
-    if not wait:
-        if as_json:
-            print_json(task)
-        else:
-            note(f"{what}: task {task_id}. Follow it with `ingot tasks watch {task_id}`.")
-        return None
-    (task,) = watch_tasks(client, [task_id])
-    if has_failed(task):
-        raise typer.Exit(report_tasks([task]))
-    return task
-
-
 Wait = Annotated[bool, typer.Option("--wait/--no-wait", help="Follow the task with a progress bar.")]
 NameArg = Annotated[str, typer.Argument(help="Server name or ID.", show_default=False)]
 
@@ -239,7 +209,7 @@ def add(
     secret = password if password is not None else read_password("BMC password", from_stdin=password_stdin)
     body = enrol_body(host, username, secret, port=port, driver=chosen, name=name, force=force)
     with ApiClient.connect() as client:
-        task = follow(client, client.post(BASE, body), wait=wait, what=f"Adding {host}", as_json=as_json)
+        task = follow_task(client, client.post(BASE, body), wait=wait, what=f"Adding {host}", as_json=as_json)
         if task is None:
             return
         uri = (task.get("associatedResource") or {}).get("resourceUri")
@@ -319,7 +289,7 @@ def power(
         target = resolve(client, server)
         response = client.request("PUT", f"{server_path(str(target['id']))}/powerState",
                                   json={"powerState": state, "powerControl": control})
-        if follow(client, response, wait=wait, what=f"Power {key} of {target.get('name')}") is None:
+        if follow_task(client, response, wait=wait, what=f"Power {key} of {target.get('name')}") is None:
             return
         after = client.get(server_path(str(target["id"])))
     note(f"{after.get('name')} is powered {after.get('powerState')}.")
@@ -345,7 +315,7 @@ def bootdev(
         target = resolve(client, server)
         response = client.request("PUT", f"{server_path(str(target['id']))}/bootDevice",
                                   json={"device": chosen, "persistent": persistent, "mode": mode})
-        if follow(client, response, wait=wait, what=f"Boot device of {target.get('name')}") is None:
+        if follow_task(client, response, wait=wait, what=f"Boot device of {target.get('name')}") is None:
             return
         after = client.get(server_path(str(target["id"])))
     note(f"{after.get('name')} boots from {boot_of(after) or chosen}.")
@@ -358,7 +328,7 @@ def refresh(server: NameArg, wait: Wait = True) -> None:
         target = resolve(client, server)
         response = client.request("PUT", f"{server_path(str(target['id']))}/refreshState",
                                   json={"refreshState": "RefreshPending"})
-        if follow(client, response, wait=wait, what=f"Refreshing {target.get('name')}") is None:
+        if follow_task(client, response, wait=wait, what=f"Refreshing {target.get('name')}") is None:
             return
         after = client.get(server_path(str(target["id"])))
     note(f"{after.get('name')} refreshed: {after.get('state')}, status {after.get('status')}, "
@@ -371,7 +341,7 @@ def remove(server: NameArg, wait: Wait = True) -> None:
     with ApiClient.connect() as client:
         target = resolve(client, server)
         response = client.request("DELETE", server_path(str(target["id"])))
-        if follow(client, response, wait=wait, what=f"Removing {target.get('name')}") is None:
+        if follow_task(client, response, wait=wait, what=f"Removing {target.get('name')}") is None:
             return
     note(f"Removed {target.get('name')}.")
 
@@ -380,7 +350,7 @@ def remove(server: NameArg, wait: Wait = True) -> None:
 def sync(wait: Wait = True, as_json: JsonOption = False) -> None:
     """Read every server's power state from its BMC now (normally done periodically)."""
     with ApiClient.connect() as client:
-        if follow(client, client.post(f"{BASE}/power-sync"), wait=wait, what="Power sync",
+        if follow_task(client, client.post(f"{BASE}/power-sync"), wait=wait, what="Power sync",
                   as_json=as_json) is None:
             return
         body = client.get(BASE, {"sort": "name:asc"})
@@ -424,7 +394,7 @@ def discover(
     if redfish_ports:
         body["redfishPorts"] = list(redfish_ports)
     with ApiClient.connect() as client:
-        task = follow(client, client.post(f"{BASE}/discover", body), wait=True, what=f"Discovery of {cidr}")
+        task = follow_task(client, client.post(f"{BASE}/discover", body), wait=True, what=f"Discovery of {cidr}")
         assert task is not None
         data = task.get("data") if isinstance(task.get("data"), dict) else {}
         found = [f for f in (data or {}).get("found") or [] if isinstance(f, dict)]

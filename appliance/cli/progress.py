@@ -138,23 +138,43 @@ def download_progress(console: Console | None = None) -> Progress:
     )
 
 
-def follow_created(client: ApiClient, response: httpx.Response, what: str, wait: bool,
-                   as_json: bool) -> dict[str, Any] | None:
-    """The 202 of a create: watch its task with a progress bar and return the resource it made
-    (exit 1 with the task's errors if it failed); with ``wait`` off, say how to follow it."""
+def start_task(response: httpx.Response) -> tuple[str, dict[str, Any]]:
+    """The task ID (from ``Location`` or the body) and body of a 202 answer."""
     task: dict[str, Any] = decode(response)
-    task_id = task_id_of(response.headers.get("location") or str(task.get("id", "")))
+    task_id = task_id_of(response.headers.get("location") or str(task.get("uri") or task.get("id") or ""))
+    if not task_id:
+        raise CliError("The appliance accepted the request but named no task.")
+    return task_id, task
+
+
+def follow_task(client: ApiClient, response: httpx.Response, *, wait: bool, what: str,
+           as_json: bool = False) -> dict[str, Any] | None:
+    """Wait for the task with a progress bar and return its last body; without ``wait`` say how
+    to follow it (or print it as JSON) and return ``None``.
+
+    :raises typer.Exit: (1) once the task's error is printed, if it failed.
+    """
+    task_id, task = start_task(response)
     if not wait:
         if as_json:
             print_json(task)
         else:
-            note(f"Started task {task_id}. Follow it with `ingot tasks watch {task_id}`.")
+            note(f"{what}: task {task_id}. Follow it with `ingot tasks watch {task_id}`.")
         return None
     (task,) = watch_tasks(client, [task_id])
     if has_failed(task):
         raise typer.Exit(report_tasks([task]))
+    return task
+
+
+def follow_created(client: ApiClient, response: httpx.Response, what: str, wait: bool,
+                   as_json: bool) -> dict[str, Any] | None:
+    """The 202 of a create: follow its task (see follow_task) and return the resource it made."""
+    task = follow_task(client, response, wait=wait, what=f"Creating the {what}", as_json=as_json)
+    if task is None:
+        return None
     uri = (task.get("associatedResource") or {}).get("resourceUri")
     if not uri:
-        raise CliError(f"Task {task_id} finished but names no {what}.")
+        raise CliError(f"Task {task.get('uri') or task.get('id')} finished but names no {what}.")
     resource: dict[str, Any] = client.get(uri)
     return resource
