@@ -152,6 +152,9 @@ class ImageSettings(Group):
     max_upload_bytes: int = Field(
         512 << 30, ge=1 << 20, description="Largest image file accepted by upload, in bytes (512 GiB)."
     )
+    low_space_percent: float = Field(
+        10.0, ge=0, le=100, description="Raise the low-space alert when less of the store's file system is free."
+    )
 
 
 class BootSettings(Group):

@@ -144,6 +144,14 @@ class InvalidImage(InvalidInput):
                        "VHDX image, or HPE's zip of one raw disk.",)
 
 
+class StoreFull(ApplianceError):
+    msg_fmt = "The image store has {free} bytes free; this needs {needed}."
+    error_code = "INSUFFICIENT_STORAGE"
+    http_status = 507
+    default_actions = ("Delete golden images or OS volumes that are no longer needed, or grow the store's "
+                       "file system.",)
+
+
 class ImageToolFailed(ApplianceError):
     msg_fmt = "The image store could not complete the operation: {reason}."
     error_code = "IMAGE_TOOL_FAILED"

@@ -9,6 +9,7 @@ import logging
 from appliance.context import AppContext
 from appliance.db.session import unit_of_work
 from appliance.services.auth import AuthService
+from appliance.services.golden_images import check_store_space
 from appliance.services.server_hardware import ServerHardwareService
 
 log = logging.getLogger(__name__)
@@ -26,9 +27,15 @@ async def housekeeping(ctx: AppContext, interval_s: float = 300.0) -> None:
             purged = await asyncio.to_thread(purge_expired_sessions, ctx)
             if purged:
                 log.info("purged %d expired login sessions", purged)
+            await asyncio.to_thread(_check_store_space, ctx)
         except Exception:
             log.exception("housekeeping round failed")
         await asyncio.sleep(interval_s)
+
+
+def _check_store_space(ctx: AppContext) -> None:
+    with unit_of_work(ctx.session_factory) as db:
+        check_store_space(ctx.settings, db, ctx.clock)
 
 
 def queue_power_sync(ctx: AppContext) -> str:

@@ -9,6 +9,7 @@ or by the start-up sweep of ``incoming/`` when the appliance died first).
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,6 +26,7 @@ from appliance.query import CollectionQuery
 from appliance.repositories.base import Page
 from appliance.repositories.golden_images import GoldenImageRepository
 from appliance.repositories.os_volumes import OsVolumeRepository
+from appliance.services.alerts import AlertService
 from appliance.services.tasks import ResourceRef, TaskService
 from appliance.tasks.handlers import Outcome, TaskContext, TaskHandler
 from golden_images import assess, qemu_img
@@ -68,6 +70,29 @@ def reconcile_store(settings: Settings, db: Session) -> list[str]:
         store.delete_golden(sha256)
         removed.append(f"golden/{sha256}")
     return removed
+
+
+ALERT_LOW_SPACE = "Ingot.Images.LowSpace"
+
+
+def check_store_space(settings: Settings, db: Session, clock: Clock = system_clock) -> float:
+    """Raise the low-space alert while less than ``images.low_space_percent`` of the store's file
+    system is free, clear it once there is room again; returns the percent free."""
+    usage = shutil.disk_usage(image_store(settings).root)
+    percent = 100.0 * usage.free / usage.total if usage.total else 0.0
+    alerts = AlertService(db, clock)
+    if percent < settings.images.low_space_percent:
+        alerts.raise_alert(
+            alert_type=ALERT_LOW_SPACE, severity="Warning",
+            description=f"The image store has {usage.free} bytes free ({percent:.1f} % of its file system); uploads, "
+                        "clones and captures may fail.",
+            corrective_action="Delete golden images or OS volumes that are no longer needed, or grow the file "
+                              "system of INGOT_IMAGES__ROOT.",
+            resource_uri="/rest/golden-images", resource_name="Image store", resource_category=CATEGORY,
+        )
+    else:
+        alerts.clear_condition(ALERT_LOW_SPACE, "/rest/golden-images")
+    return percent
 
 
 class GoldenImageService:

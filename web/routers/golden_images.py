@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 from appliance.context import AppContext
 from appliance.db.session import unit_of_work
-from appliance.errors import InvalidInput
+from appliance.errors import InvalidInput, StoreFull
 from appliance.services.golden_images import CATEGORY, GoldenImageService, image_store
 from appliance.services.tasks import TaskService
 from web.collection import QueryDep, envelope
@@ -53,6 +53,12 @@ async def upload_golden_image(
 
     await asyncio.to_thread(check_name)  # before a long upload, not only after it
     store = await asyncio.to_thread(image_store, ctx.settings)
+    length = request.headers.get("content-length", "")
+    if length.isdigit() and int(length) <= ctx.settings.images.max_upload_bytes:  # (over it: 413, below)
+        # The upload, then its qcow2 conversion beside it: room for both, or refuse now.
+        needed, free = 2 * int(length), await asyncio.to_thread(store.free_bytes)
+        if needed > free:
+            raise StoreFull(free=free, needed=needed)
     received = await receive_file(request, store.incoming_dir, max_bytes=ctx.settings.images.max_upload_bytes)
 
     def start() -> Response:
