@@ -152,6 +152,14 @@ class StoreFull(ApplianceError):
                        "file system.",)
 
 
+class ImageCorrupt(ApplianceError):
+    msg_fmt = "The golden image {name} no longer matches its SHA-256 checksum {sha256}."
+    error_code = "IMAGE_CHECKSUM_MISMATCH"
+    http_status = 500
+    default_actions = ("Do not deploy from it: delete it and upload or capture it again, and check the store's "
+                       "disk.",)
+
+
 class ImageToolFailed(ApplianceError):
     msg_fmt = "The image store could not complete the operation: {reason}."
     error_code = "IMAGE_TOOL_FAILED"

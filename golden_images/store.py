@@ -65,11 +65,16 @@ def _fsync_file(path: Path) -> None:
         os.fsync(f.fileno())
 
 
-def sha256_of(path: Path) -> str:
+def sha256_of(path: Path, on_progress: Progress | None = None) -> str:
     digest = hashlib.sha256()
+    total = path.stat().st_size if on_progress is not None else 0
+    done = 0
     with path.open("rb") as f:
         while chunk := f.read(_HASH_CHUNK):
             digest.update(chunk)
+            if on_progress is not None and total:
+                done += len(chunk)
+                on_progress(100.0 * done / total)
     return digest.hexdigest()
 
 
@@ -179,9 +184,9 @@ class ImageStore:
         return {p.name.removesuffix(f".{CANONICAL}") for p in self.golden_dir.glob(f"*.{CANONICAL}")
                 if _SHA256.fullmatch(p.name.removesuffix(f".{CANONICAL}"))}
 
-    def verify(self, sha256: str) -> bool:
-        """Whether a golden image's file still has the checksum it is named by."""
-        return sha256_of(self.golden_path(sha256)) == sha256
+    def verify(self, sha256: str, on_progress: Progress | None = None) -> bool:
+        """Whether a golden image's file still has the checksum it is named by (read in full)."""
+        return sha256_of(self.golden_path(sha256), on_progress) == sha256
 
     def delete_golden(self, sha256: str) -> None:
         self.golden_path(sha256).unlink(missing_ok=True)

@@ -10,8 +10,8 @@ import typer
 
 from appliance.cli.client import ApiClient, segment
 from appliance.cli.errors import UsageError
-from appliance.cli.output import Column, JsonOption, note, print_collection, print_resource, size, when
-from appliance.cli.progress import follow_created
+from appliance.cli.output import Column, JsonOption, note, print_collection, print_json, print_resource, size, when
+from appliance.cli.progress import follow_created, follow_task
 from appliance.cli.transfer import fetch_verified, upload_file
 
 app = typer.Typer(help="Golden images: the library OS volumes are cloned from.", no_args_is_help=True)
@@ -92,6 +92,18 @@ def capture(
         image = follow_created(client, client.post(PATH, body), "golden image", wait, as_json)
     if image is not None:
         print_resource(image, IMAGE_FIELDS, as_json=as_json)
+
+
+@app.command()
+def verify(image_id: Annotated[str, typer.Argument(help="Golden image ID.")], as_json: JsonOption = False) -> None:
+    """Read a golden image's file in full against its SHA-256 (a task; exit 1 if it does not match)."""
+    with ApiClient.connect() as client:
+        response = client.post(f"{PATH}/{segment(image_id)}/verify")
+        task = follow_task(client, response, wait=True, what="Verifying")
+    if as_json:
+        print_json(task)
+    elif task is not None:
+        note(str(task.get("taskStatus") or "Verified."))
 
 
 @app.command()

@@ -20,7 +20,15 @@ from sqlalchemy.orm import Session
 from appliance.clock import Clock, system_clock
 from appliance.config import Settings
 from appliance.db.session import unit_of_work
-from appliance.errors import AlreadyExists, Conflict, ImageToolFailed, InvalidImage, InvalidInput, NotFound
+from appliance.errors import (
+    AlreadyExists,
+    Conflict,
+    ImageCorrupt,
+    ImageToolFailed,
+    InvalidImage,
+    InvalidInput,
+    NotFound,
+)
 from appliance.models import GoldenImage, Task
 from appliance.query import CollectionQuery
 from appliance.repositories.base import Page
@@ -35,6 +43,8 @@ from golden_images.store import ImageStore, Progress, StoredImage
 CATEGORY = "golden-images"
 TASK_IMPORT = "golden-image-import"
 TASK_CAPTURE = "golden-image-capture"
+TASK_VERIFY = "golden-image-verify"
+ALERT_CORRUPT = "Ingot.Images.ChecksumMismatch"
 # File name extensions that say what the uploader claims the image is; other names claim nothing.
 CLAIMING_EXTENSIONS = frozenset({"qcow2", "qcow", "raw", "img", "vmdk", "vhd", "vpc", "vhdx"})
 PROGRESS_INTERVAL_S = 0.5
@@ -143,6 +153,14 @@ class GoldenImageService:
             args={"name": name, "description": description, "osVolumeId": os_volume_id,
                   "buildPlanUri": build_plan_uri, "compress": compress},
             resource=ResourceRef(uri=None, name=name, category=CATEGORY),
+        )
+
+    def start_verify(self, image_id: str, owner: str) -> Task:
+        """Queue a full read of the image's file against its checksum."""
+        image = self.get(image_id)
+        return self.tasks.create(
+            kind=TASK_VERIFY, name="Verify golden image", owner=owner, args={"imageId": image.id},
+            resource=ResourceRef(uri=golden_image_uri(image.id), name=image.name, category=CATEGORY),
         )
 
     def log_path(self, image_id: str) -> Path:
@@ -287,3 +305,51 @@ class GoldenImageCaptureTask(_ImageTask):
                            build_plan_uri=plan)
         await ctx.progress(100, f"Golden image {name} captured ({stored.size} bytes).")
         return Outcome(status=f"Golden image {name} captured from {source}.")
+
+
+class GoldenImageVerifyTask(TaskHandler):
+    """Read a golden image's file in full and compare it with its checksum; a mismatch fails the
+    task and raises a critical alert on the image (cleared by a later verify that passes)."""
+
+    kind: ClassVar[str] = TASK_VERIFY
+    resumable: ClassVar[bool] = True  # reading again from the start is always correct
+
+    async def run(self, ctx: TaskContext) -> Outcome:
+        image_id = str(ctx.args["imageId"])
+
+        def load() -> tuple[str, str]:
+            with unit_of_work(self.app.session_factory) as db:
+                image = GoldenImageRepository(db).get(image_id)
+                if image is None:
+                    raise NotFound(kind="golden image", ident=image_id)
+                return image.name, image.sha256
+
+        name, sha256 = await ctx.run_sync(load)
+        store = image_store(self.app.settings)
+        try:
+            intact = await ctx.run_with_progress(lambda progress: store.verify(sha256, progress), 1, 99,
+                                                 "Reading", PROGRESS_INTERVAL_S)
+        except FileNotFoundError:
+            intact = False
+        uri = golden_image_uri(image_id)
+
+        def record() -> None:
+            with unit_of_work(self.app.session_factory) as db:
+                alerts = AlertService(db, self.app.clock)
+                if intact:
+                    alerts.clear_condition(ALERT_CORRUPT, uri)
+                else:
+                    alerts.raise_alert(
+                        alert_type=ALERT_CORRUPT, severity="Critical",
+                        description=f"The file of golden image {name} does not match its SHA-256 checksum "
+                                    "(or is missing): it has changed on disk since it was stored.",
+                        corrective_action="Do not deploy from it. Delete it and upload or capture it again, "
+                                          "and check the disk of the image store.",
+                        resource_uri=uri, resource_name=name, resource_category=CATEGORY)
+
+        await ctx.run_sync(record)
+        ctx.set_result(uri, name, CATEGORY)
+        if not intact:
+            raise ImageCorrupt(name=name, sha256=sha256)
+        await ctx.progress(100, f"Golden image {name} matches its checksum.")
+        return Outcome(status=f"Golden image {name} matches its checksum {sha256[:12]}...")

@@ -81,3 +81,23 @@ def test_volume_create_capture_log_and_in_use(admin_cli: Cli, tmp_path: Path) ->
     assert admin_cli("images", "delete", image["id"]).returncode == 0
     small = admin_cli("volumes", "create", "tiny", "--image", captured["id"], "--size", "1024")
     assert small.returncode != 0 and "smaller" in small.stderr
+
+
+def test_verify_passes_then_catches_a_changed_file(admin_cli: Cli, tmp_path: Path) -> None:
+    disk = tmp_path / "base.raw"
+    disk.write_bytes(os.urandom(2 << 20))
+    image = admin_cli.json("images", "upload", str(disk))
+    ok = admin_cli("images", "verify", image["id"])
+    assert ok.returncode == 0 and "matches its checksum" in ok.stdout + ok.stderr, ok.stderr
+
+    stored = admin_cli.live.home / "images" / "golden" / f"{image['checkSum']}.qcow2"
+    with stored.open("r+b") as f:  # a bit flipped on disk, after the image was stored
+        f.seek(1 << 20)
+        byte = f.read(1)
+        f.seek(1 << 20)
+        f.write(bytes([byte[0] ^ 0x01]))
+    bad = admin_cli("images", "verify", image["id"])
+    assert bad.returncode == 1 and "no longer matches its SHA-256" in bad.stderr + bad.stdout
+    alerts = admin_cli.json("alerts", "list")["members"]
+    assert any(a["alertTypeID"] == "Ingot.Images.ChecksumMismatch"
+               and a["associatedResource"]["resourceUri"] == image["uri"] for a in alerts), alerts

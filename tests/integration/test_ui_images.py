@@ -92,6 +92,9 @@ def test_in_a_browser(page: Any, live: Any, backend: str, artifacts_dir: Path, t
     expect(row).to_contain_text("from the browser")
     expect(page.locator("tr[data-row-task]").first).to_contain_text("Completed")
 
+    row.get_by_role("button", name="Verify").click()
+    expect(page.locator("tr[data-row-task]").first).to_contain_text("matches its checksum", timeout=WAIT_MS)
+    page.reload()  # settles the page (ui.js reloads it by itself once it has seen the task end)
     row.get_by_role("button", name="Clone").click()
     volume = page.locator("tr[data-volume-row]")
     expect(volume).to_contain_text("node-1-os", timeout=WAIT_MS)

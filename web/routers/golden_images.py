@@ -119,6 +119,13 @@ def update_golden_image(image_id: str, body: GoldenImageUpdate, request: Request
     return resource_response(request, golden_image_public(image))
 
 
+@router.post(PATH + "/{image_id}/verify", status_code=202)
+def verify_golden_image(image_id: str, db: DbDep, ctx: AppDep, principal: Operator) -> Response:
+    """Ingot's: read the image's file in full against its checksum (a task; a mismatch fails it and
+    raises a critical alert on the image)."""
+    return accepted(_service(db, ctx).start_verify(image_id, principal.name))
+
+
 @router.get(PATH + "/download/{image_id}")
 def download_golden_image(image_id: str, db: DbDep, ctx: AppDep, _: ReadOnly) -> FileResponse:
     service = _service(db, ctx)

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Request, Response
 
 from appliance.query import CollectionQuery, Condition, Op
 from appliance.roles import Role
-from appliance.services.golden_images import TASK_CAPTURE, TASK_IMPORT, GoldenImageService
+from appliance.services.golden_images import TASK_CAPTURE, TASK_IMPORT, TASK_VERIFY, GoldenImageService
 from appliance.services.os_volumes import TASK_CREATE, OsVolumeService
 from appliance.services.tasks import TaskService
 from web.ui.routes import UiRoute, view
@@ -33,7 +33,7 @@ def images_page(request: Request) -> Response:
         users: dict[str, list[str]] = {}
         for volume in volumes.members:
             users.setdefault(volume.golden_image_id, []).append(volume.name)
-        recent = sorted((task for kind in (TASK_IMPORT, TASK_CAPTURE, TASK_CREATE)
+        recent = sorted((task for kind in (TASK_IMPORT, TASK_CAPTURE, TASK_CREATE, TASK_VERIFY)
                          for task in tasks.list(CollectionQuery(
                              count=RECENT_TASKS, conditions=(Condition("kind", Op.EQ, kind),))).members),
                         key=lambda task: task.created, reverse=True)[:RECENT_TASKS]

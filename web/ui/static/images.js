@@ -5,6 +5,7 @@
  *   drive the progress bar; the 202 names the import task, and the page reloads to list it with
  *   its own progress bar (polled by ui.js).
  * - Delete: DELETE /rest/golden-images/{id} or /rest/os-volumes/{id}, then reload.
+ * - Verify: POST /rest/golden-images/{id}/verify (a task that reads the file against its checksum).
  * - Clone: POST /rest/os-volumes (a linked clone, named in a prompt); Capture: POST
  *   /rest/golden-images with imageCapture (named in a prompt). Both are tasks: the page reloads
  *   to list them with their progress bars.
@@ -106,6 +107,12 @@
     if (button) {
       remove(button, "/rest/os-volumes/" + encodeURIComponent(button.getAttribute("data-delete-volume")),
              "OS volume " + button.getAttribute("data-volume-name"));
+      return;
+    }
+    button = target.closest("[data-verify-image]");
+    if (button) {
+      startTask(button, "/rest/golden-images/" + encodeURIComponent(button.getAttribute("data-verify-image")) +
+                "/verify", {});
       return;
     }
     button = target.closest("[data-clone-image]");
