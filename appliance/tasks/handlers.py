@@ -122,12 +122,17 @@ class TaskContext:
     async def run_with_progress(self, work: Callable[[Callable[[float], None]], T], start: int, end: int,
                                 doing: str, interval: float = 0.5) -> T:
         """Run blocking ``work(report)`` in a worker thread; ``report(percent)`` (0-100, from any
-        thread) moves this task from ``start`` to ``end`` percent, written every ``interval`` s."""
+        thread) moves this task from ``start`` to ``end`` percent, looked at every ``interval`` s
+        and written only when the whole percent has moved (each write is a progress line)."""
         latest = [0.0]
         job = asyncio.ensure_future(asyncio.to_thread(work, lambda percent: latest.__setitem__(0, percent)))
+        written = -1
         while not job.done():
             await asyncio.wait([job], timeout=interval)
-            await self.progress(start + int(latest[0] * (end - start) / 100), f"{doing}: {latest[0]:.0f}%.")
+            percent = int(latest[0])
+            if percent != written:
+                written = percent
+                await self.progress(start + percent * (end - start) // 100, f"{doing}: {percent}%.")
         return job.result()
 
     @contextlib.asynccontextmanager
