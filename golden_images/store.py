@@ -36,7 +36,7 @@ from golden_images.assess import ImageFacts, ImageRefused, assess
 from golden_images.bundle import extract_single_disk, is_zip
 
 CANONICAL = "qcow2"
-_VOLUME_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")  # used with fullmatch: "$" allows a final \n
+_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")  # volume and image ids; fullmatch: "$" allows a final \n
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _HASH_CHUNK = 4 << 20
 
@@ -76,6 +76,12 @@ def sha256_of(path: Path, on_progress: Progress | None = None) -> str:
                 done += len(chunk)
                 on_progress(100.0 * done / total)
     return digest.hexdigest()
+
+
+def _names(folder: Path, name: re.Pattern[str]) -> set[str]:
+    """The names of the store's files in ``folder`` (``<name>.qcow2``); anything else is not ours."""
+    return {stem for path in folder.glob(f"*.{CANONICAL}")
+            if name.fullmatch(stem := path.name.removesuffix(f".{CANONICAL}"))}
 
 
 class ImageStore:
@@ -181,8 +187,7 @@ class ImageStore:
 
     def golden_checksums(self) -> set[str]:
         """The checksums of the golden images on disk."""
-        return {p.name.removesuffix(f".{CANONICAL}") for p in self.golden_dir.glob(f"*.{CANONICAL}")
-                if _SHA256.fullmatch(p.name.removesuffix(f".{CANONICAL}"))}
+        return _names(self.golden_dir, _SHA256)
 
     def verify(self, sha256: str, on_progress: Progress | None = None) -> bool:
         """Whether a golden image's file still has the checksum it is named by (read in full)."""
@@ -195,7 +200,7 @@ class ImageStore:
     # -- logs ----------------------------------------------------------------------------------
 
     def log_path(self, image_id: str) -> Path:
-        if not _VOLUME_ID.fullmatch(image_id):
+        if not _ID.fullmatch(image_id):
             raise ValueError(f"not an image id: {image_id!r}")
         return self.logs_dir / f"{image_id}.log"
 
@@ -215,7 +220,7 @@ class ImageStore:
     # -- OS volumes ----------------------------------------------------------------------------
 
     def volume_path(self, volume_id: str) -> Path:
-        if not _VOLUME_ID.fullmatch(volume_id):
+        if not _ID.fullmatch(volume_id):
             raise ValueError(f"not a volume id: {volume_id!r}")
         return self.volumes_dir / f"{volume_id}.{CANONICAL}"
 
@@ -249,8 +254,7 @@ class ImageStore:
 
     def volume_ids(self) -> set[str]:
         """The ids of the OS volumes on disk."""
-        return {p.name.removesuffix(f".{CANONICAL}") for p in self.volumes_dir.glob(f"*.{CANONICAL}")
-                if _VOLUME_ID.fullmatch(p.name.removesuffix(f".{CANONICAL}"))}
+        return _names(self.volumes_dir, _ID)
 
     def delete_volume(self, volume_id: str) -> None:
         self.volume_path(volume_id).unlink(missing_ok=True)
