@@ -16,6 +16,7 @@ from appliance.config import Settings
 from appliance.db.session import SessionFactory
 from appliance.netboot.events import EventQueue
 from appliance.secretbox import SecretBox
+from golden_images.store import ImageStore
 
 if TYPE_CHECKING:
     from appliance.drivers.pool import BmcPool
@@ -58,6 +59,12 @@ class AppContext:
     netboot_changed: Wakeup = field(default_factory=Wakeup)
     #: Boot events from the DHCP/TFTP/DNS servers and the HTTP boot endpoint, written in batches.
     boot_events: EventQueue = field(default_factory=EventQueue)
+
+    @cached_property
+    def images(self) -> ImageStore:
+        """The image store (golden images, OS volumes), under INGOT_HOME/images unless configured."""
+        return ImageStore(self.settings.images.root or self.settings.home / "images",
+                          max_virtual_size=self.settings.images.max_virtual_size)
 
     @cached_property
     def secrets(self) -> SecretBox:

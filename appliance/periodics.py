@@ -35,7 +35,7 @@ async def housekeeping(ctx: AppContext, interval_s: float = 300.0) -> None:
 
 def _check_store_space(ctx: AppContext) -> None:
     with unit_of_work(ctx.session_factory) as db:
-        check_store_space(ctx.settings, db, ctx.clock)
+        check_store_space(ctx.images, ctx.settings.images.low_space_percent, db, ctx.clock)
 
 
 def queue_power_sync(ctx: AppContext) -> str:

@@ -64,7 +64,7 @@ def prepare(settings: Settings) -> AppContext:
         password = settings.admin_password.get_secret_value() if settings.admin_password else None
         UserService(db, ctx.clock).ensure_administrator(password, settings.home)
         active = set(db.scalars(select(Task.id).where(Task.state.in_([s.value for s in ACTIVE_STATES]))))
-        leftovers = reconcile_store(settings, db)
+        leftovers = reconcile_store(ctx.images, db)
     for path in sweep_temp_files(settings.home, active):
         log.info("removed leftover temp file %s", path)
     for name in leftovers:

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC
 from pathlib import Path
 from typing import Any, ClassVar
 
 from sqlalchemy.orm import Session
 
 from appliance.clock import Clock, system_clock
-from appliance.config import Settings
 from appliance.db.session import unit_of_work
 from appliance.errors import (
     AlreadyExists,
@@ -54,11 +53,6 @@ def golden_image_uri(image_id: str) -> str:
     return f"/rest/golden-images/{image_id}"
 
 
-def image_store(settings: Settings) -> ImageStore:
-    return ImageStore(settings.images.root or settings.home / "images",
-                      max_virtual_size=settings.images.max_virtual_size)
-
-
 def claimed_format(filename: str) -> str | None:
     """The format an upload's file name claims (``disk.vmdk`` claims vmdk), or None."""
     _, dot, extension = filename.rpartition(".")
@@ -67,10 +61,9 @@ def claimed_format(filename: str) -> str | None:
     return assess.normalise_claim(extension)
 
 
-def reconcile_store(settings: Settings, db: Session) -> list[str]:
+def reconcile_store(store: ImageStore, db: Session) -> list[str]:
     """At start, before any task runs: empty incoming/ (uploads and conversions a crash left) and
     remove volume and golden files no row names (made just before a crash, ahead of their row)."""
-    store = image_store(settings)
     removed = store.sweep()
     for volume_id in store.volume_ids() - OsVolumeRepository(db).ids():  # made just before a crash
         store.delete_volume(volume_id)
@@ -85,13 +78,14 @@ def reconcile_store(settings: Settings, db: Session) -> list[str]:
 ALERT_LOW_SPACE = "Ingot.Images.LowSpace"
 
 
-def check_store_space(settings: Settings, db: Session, clock: Clock = system_clock) -> float:
-    """Raise the low-space alert while less than ``images.low_space_percent`` of the store's file
-    system is free, clear it once there is room again; returns the percent free."""
-    usage = shutil.disk_usage(image_store(settings).root)
+def check_store_space(store: ImageStore, low_space_percent: float, db: Session,
+                      clock: Clock = system_clock) -> float:
+    """Raise the low-space alert while less than ``low_space_percent`` of the store's file system
+    is free, clear it once there is room again; returns the percent free."""
+    usage = shutil.disk_usage(store.root)
     percent = 100.0 * usage.free / usage.total if usage.total else 0.0
     alerts = AlertService(db, clock)
-    if percent < settings.images.low_space_percent:
+    if percent < low_space_percent:
         alerts.raise_alert(
             alert_type=ALERT_LOW_SPACE, severity="Warning",
             description=f"The image store has {usage.free} bytes free ({percent:.1f} % of its file system); uploads, "
@@ -106,16 +100,12 @@ def check_store_space(settings: Settings, db: Session, clock: Clock = system_clo
 
 
 class GoldenImageService:
-    def __init__(self, db: Session, settings: Settings, clock: Clock = system_clock,
+    def __init__(self, db: Session, store: ImageStore, clock: Clock = system_clock,
                  tasks: TaskService | None = None) -> None:
         self.images = GoldenImageRepository(db)
-        self.settings = settings
+        self.store = store
         self.clock = clock
         self.tasks = tasks or TaskService(db, clock)
-
-    @property
-    def store(self) -> ImageStore:
-        return image_store(self.settings)
 
     def list(self, query: CollectionQuery) -> Page[GoldenImage]:
         return self.images.page(query)
@@ -224,9 +214,9 @@ class _ImageTask(TaskHandler):
                     name=name, description=str(ctx.args.get("description") or ""), sha256=stored.sha256,
                     size=stored.size, virtual_size=stored.virtual_size, source_format=stored.source_format,
                     created_by=ctx.owner, task_id=ctx.task_id, **fields))
-                log.append(f"{_stamp()} golden image {name} ({row.id}): sha256 {stored.sha256}, {stored.size} bytes, "
-                           f"virtual size {stored.virtual_size} bytes")
-                image_store(self.app.settings).write_log(row.id, "\n".join(log) + "\n")
+                log.append(f"{self._stamp()} golden image {name} ({row.id}): sha256 {stored.sha256}, "
+                           f"{stored.size} bytes, virtual size {stored.virtual_size} bytes")
+                self.app.images.write_log(row.id, "\n".join(log) + "\n")
                 return row.id
 
         try:
@@ -237,14 +227,14 @@ class _ImageTask(TaskHandler):
         ctx.set_result(golden_image_uri(image_id), name, CATEGORY)
         return image_id
 
+    def _stamp(self) -> str:
+        """A log line's time, from the appliance's clock."""
+        return self.app.clock().astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
     def _forget_unused(self, stored: StoredImage) -> None:
         with unit_of_work(self.app.session_factory) as db:
             if GoldenImageRepository(db).count_with_checksum(stored.sha256) == 0:
-                image_store(self.app.settings).delete_golden(stored.sha256)
-
-
-def _stamp() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+                self.app.images.delete_golden(stored.sha256)
 
 
 class GoldenImageImportTask(_ImageTask):
@@ -252,10 +242,10 @@ class GoldenImageImportTask(_ImageTask):
     resumable: ClassVar[bool] = False  # the upload does not outlive the process that received it
 
     async def run(self, ctx: TaskContext) -> Outcome:
-        store = image_store(self.app.settings)
+        store = self.app.images
         upload = store.incoming_dir / Path(str(ctx.args["upload"])).name
         name, filename = str(ctx.args["name"]), str(ctx.args.get("filename") or "")
-        log = [f"{_stamp()} import of {filename or 'an upload'} by {ctx.owner} (task {ctx.task_id})"]
+        log = [f"{self._stamp()} import of {filename or 'an upload'} by {ctx.owner} (task {ctx.task_id})"]
         try:
             if not await ctx.run_sync(upload.is_file):
                 raise InvalidInput(reason="the uploaded file is gone (the appliance restarted); upload it again")
@@ -269,7 +259,7 @@ class GoldenImageImportTask(_ImageTask):
                 upload, claimed=claim, on_progress=progress, max_bundle_bytes=limit), 2, 95, "Converting to qcow2")
         finally:
             await ctx.run_sync(lambda: upload.unlink(missing_ok=True))
-        log.append(f"{_stamp()} probed as {stored.source_format}, converted to qcow2")
+        log.append(f"{self._stamp()} probed as {stored.source_format}, converted to qcow2")
         await self._record(ctx, stored, log, original_filename=filename)
         await ctx.progress(100, f"Golden image {name} added ({stored.size} bytes, sha256 {stored.sha256[:12]}...).")
         return Outcome(status=f"Golden image {name} added.")
@@ -280,7 +270,7 @@ class GoldenImageCaptureTask(_ImageTask):
     resumable: ClassVar[bool] = True  # starting over is always correct: nothing is published half-made
 
     async def run(self, ctx: TaskContext) -> Outcome:
-        store = image_store(self.app.settings)
+        store = self.app.images
         name, volume_id = str(ctx.args["name"]), str(ctx.args["osVolumeId"])
         plan = ctx.args.get("buildPlanUri") or None
         compress = bool(ctx.args.get("compress"))
@@ -293,14 +283,14 @@ class GoldenImageCaptureTask(_ImageTask):
                 return volume.name
 
         source = await ctx.run_sync(volume_name)
-        log = [f"{_stamp()} capture of OS volume {source} ({volume_id}) by {ctx.owner} (task {ctx.task_id})",
-               f"{_stamp()} capture build plan: {plan or 'none'}; no plan steps run (OS build plans are not "
+        log = [f"{self._stamp()} capture of OS volume {source} ({volume_id}) by {ctx.owner} (task {ctx.task_id})",
+               f"{self._stamp()} capture build plan: {plan or 'none'}; no plan steps run (OS build plans are not "
                "in this appliance yet), so the volume is captured as it is"]
         await ctx.progress(1, f"Capturing OS volume {source}.")
         stored = await self._watch(ctx, lambda progress: store.capture(
             store.volume_path(volume_id), compress=compress, on_progress=progress), 2, 95,
             "Flattening" + (" and compressing" if compress else ""))
-        log.append(f"{_stamp()} flattened{' and compressed' if compress else ''} into qcow2")
+        log.append(f"{self._stamp()} flattened{' and compressed' if compress else ''} into qcow2")
         await self._record(ctx, stored, log, image_capture=True, os_volume_uri=f"/rest/os-volumes/{volume_id}",
                            build_plan_uri=plan)
         await ctx.progress(100, f"Golden image {name} captured ({stored.size} bytes).")
@@ -325,7 +315,7 @@ class GoldenImageVerifyTask(TaskHandler):
                 return image.name, image.sha256
 
         name, sha256 = await ctx.run_sync(load)
-        store = image_store(self.app.settings)
+        store = self.app.images
         try:
             intact = await ctx.run_with_progress(lambda progress: store.verify(sha256, progress), 1, 99,
                                                  "Reading", PROGRESS_INTERVAL_S)

@@ -13,7 +13,6 @@ from typing import ClassVar
 from sqlalchemy.orm import Session
 
 from appliance.clock import Clock, system_clock
-from appliance.config import Settings
 from appliance.db.base import new_id
 from appliance.db.session import unit_of_work
 from appliance.errors import AlreadyExists, ImageToolFailed, InvalidInput, NotFound
@@ -22,10 +21,10 @@ from appliance.query import CollectionQuery
 from appliance.repositories.base import Page
 from appliance.repositories.golden_images import GoldenImageRepository
 from appliance.repositories.os_volumes import OsVolumeRepository
-from appliance.services.golden_images import image_store
 from appliance.services.tasks import ResourceRef, TaskService
 from appliance.tasks.handlers import Outcome, TaskContext, TaskHandler
 from golden_images import qemu_img
+from golden_images.store import ImageStore
 
 CATEGORY = "os-volumes"
 TASK_CREATE = "os-volume-create"
@@ -37,12 +36,11 @@ def os_volume_uri(volume_id: str) -> str:
 
 
 class OsVolumeService:
-    def __init__(self, db: Session, settings: Settings, clock: Clock = system_clock,
+    def __init__(self, db: Session, store: ImageStore, clock: Clock = system_clock,
                  tasks: TaskService | None = None) -> None:
-        self.db = db
         self.volumes = OsVolumeRepository(db)
         self.images = GoldenImageRepository(db)
-        self.settings = settings
+        self.store = store
         self.clock = clock
         self.tasks = tasks or TaskService(db, clock)
 
@@ -75,7 +73,7 @@ class OsVolumeService:
     def delete(self, volume_id: str) -> None:
         volume = self.get(volume_id)
         self.volumes.delete(volume)
-        image_store(self.settings).delete_volume(volume.id)
+        self.store.delete_volume(volume.id)
 
 
 class OsVolumeCreateTask(TaskHandler):
@@ -83,29 +81,29 @@ class OsVolumeCreateTask(TaskHandler):
     resumable: ClassVar[bool] = True  # starting again is always correct: nothing is published half-made
 
     async def run(self, ctx: TaskContext) -> Outcome:
-        store = image_store(self.app.settings)
+        store = self.app.images
         name, full = str(ctx.args["name"]), bool(ctx.args.get("full"))
         size = ctx.args.get("size")
 
-        def image_checksum() -> str:
+        def image() -> tuple[str, int]:
             with unit_of_work(self.app.session_factory) as db:
-                image = GoldenImageRepository(db).get(str(ctx.args["goldenImageId"]))
-                if image is None:
+                found = GoldenImageRepository(db).get(str(ctx.args["goldenImageId"]))
+                if found is None:
                     raise NotFound(kind="golden image", ident=str(ctx.args["goldenImageId"]))
-                return image.sha256
+                return found.sha256, found.virtual_size
 
-        sha256 = await ctx.run_sync(image_checksum)
+        sha256, image_size = await ctx.run_sync(image)
         volume_id = new_id()
         await ctx.progress(1, "Making a full copy of the golden image." if full else "Making a linked clone.")
         try:
-            path = await ctx.run_with_progress(lambda progress: store.create_volume(
+            await ctx.run_with_progress(lambda progress: store.create_volume(
                 sha256, volume_id, full=full, size=int(size) if size is not None else None, on_progress=progress),
                 1, 98, "Copying" if full else "Cloning", PROGRESS_INTERVAL_S)
         except qemu_img.QemuImgError as exc:
             raise ImageToolFailed(reason=str(exc)) from exc
         except (ValueError, FileNotFoundError) as exc:
             raise InvalidInput(reason=str(exc)) from exc
-        virtual = int((await ctx.run_sync(qemu_img.info, path, "qcow2"))["virtual-size"])
+        virtual = int(size) if size is not None else image_size  # create_volume never shrinks
 
         def record() -> None:
             with unit_of_work(self.app.session_factory) as db:

@@ -11,7 +11,6 @@ import subprocess
 import time
 import zipfile
 from pathlib import Path
-from typing import Any
 
 import pytest
 from hpeOneView.exceptions import HPEOneViewException, HPEOneViewTaskError
@@ -19,6 +18,7 @@ from hpeOneView.oneview_client import OneViewClient
 
 from golden_images import qemu_img
 from tests.support.live import ADMIN_PASSWORD, LiveAppliance
+from tests.support.runner import wait_task
 
 pytestmark = pytest.mark.slow
 
@@ -133,7 +133,7 @@ def test_volume_capture_archive_and_in_use(live: LiveAppliance, tmp_path: Path) 
     created = api.post("/rest/os-volumes", json={"name": "node-7-os", "goldenImageUri": base["uri"],
                                                  "size": 8 << 20})
     assert created.status_code == 202, created.text
-    task = wait_task(live, created.headers["location"])
+    task = wait_task(api, {}, created.headers["location"])
     assert task["taskState"] == "Completed", task
     volume = live.api("GET", task["associatedResource"]["resourceUri"])
     assert (volume["name"], volume["size"], volume["fullClone"]) == ("node-7-os", 8 << 20, False)
@@ -170,16 +170,6 @@ def test_volume_capture_archive_and_in_use(live: LiveAppliance, tmp_path: Path) 
     assert not path.exists()
 
 
-def wait_task(live: LiveAppliance, uri: str, timeout: float = 60) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        task = live.api("GET", uri)
-        if task["taskState"] not in ("New", "Starting", "Running", "Pending"):
-            return task
-        assert time.monotonic() < deadline, task
-        time.sleep(0.2)
-
-
 def test_killed_mid_capture_leaves_nothing_after_restart(live: LiveAppliance, tmp_path: Path) -> None:
     """Capture with compression of 128 MiB of random data takes seconds: the appliance is killed
     while qemu-img writes the new image. The restart removes every trace of that attempt, and the
@@ -188,7 +178,7 @@ def test_killed_mid_capture_leaves_nothing_after_restart(live: LiveAppliance, tm
     base = i3s.golden_images.upload(str(raw_disk(tmp_path / "big.raw", 128)), {"name": "big"})
     api = live.client(live.login())
     created = api.post("/rest/os-volumes", json={"name": "big-os", "goldenImageUri": base["uri"]})
-    volume_uri = wait_task(live, created.headers["location"])["associatedResource"]["resourceUri"]
+    volume_uri = wait_task(api, {}, created.headers["location"])["associatedResource"]["resourceUri"]
     started = api.post("/rest/golden-images", json={"name": "big-captured", "imageCapture": True,
                                                     "osVolumeURI": volume_uri, "compress": True})
     assert started.status_code == 202, started.text
@@ -203,7 +193,8 @@ def test_killed_mid_capture_leaves_nothing_after_restart(live: LiveAppliance, tm
 
     live.start()
     assert not (incoming / killed_work[0]).exists()  # swept before the runner started again
-    task = wait_task(live, started.headers["location"], timeout=120)
+    with live.client(live.login()) as api:
+        task = wait_task(api, {}, started.headers["location"], timeout=120)
     assert task["taskState"] == "Completed", task
     assert "Resumed" in " ".join(p["statusUpdate"] for p in task["progressUpdates"])
     assert store_files(live, "incoming") == []

@@ -11,7 +11,7 @@ from appliance.context import AppContext
 from appliance.db.session import unit_of_work
 from appliance.query import CollectionQuery
 from appliance.services.alerts import AlertService
-from appliance.services.golden_images import ALERT_LOW_SPACE, check_store_space, image_store
+from appliance.services.golden_images import ALERT_LOW_SPACE, check_store_space
 from tests.conftest import login
 
 
@@ -22,25 +22,23 @@ def active_alerts(ctx: AppContext) -> list[str]:
 
 
 def test_low_space_alert_is_raised_and_cleared(ctx: AppContext) -> None:
-    ctx.settings.images.low_space_percent = 100.0  # any real file system has less than all of it free
-    with unit_of_work(ctx.session_factory) as db:
-        percent = check_store_space(ctx.settings, db, ctx.clock)
-    usage = shutil.disk_usage(image_store(ctx.settings).root)
+    with unit_of_work(ctx.session_factory) as db:  # any real file system has less than 100 % free
+        percent = check_store_space(ctx.images, 100.0, db, ctx.clock)
+    usage = shutil.disk_usage(ctx.images.root)
     assert abs(percent - 100.0 * usage.free / usage.total) < 1.0
     assert active_alerts(ctx) == [ALERT_LOW_SPACE]
     with unit_of_work(ctx.session_factory) as db:  # again: still one alert, not two
-        check_store_space(ctx.settings, db, ctx.clock)
+        check_store_space(ctx.images, 100.0, db, ctx.clock)
     assert active_alerts(ctx) == [ALERT_LOW_SPACE]
 
-    ctx.settings.images.low_space_percent = 0.0
     with unit_of_work(ctx.session_factory) as db:
-        check_store_space(ctx.settings, db, ctx.clock)
+        check_store_space(ctx.images, 0.0, db, ctx.clock)
     assert active_alerts(ctx) == []
 
 
 def test_upload_larger_than_the_free_space_is_refused_at_once(api: TestClient, ctx: AppContext, admin: str) -> None:
     headers = login(api)
-    store = image_store(ctx.settings)
+    store = ctx.images
     claimed = store.free_bytes()  # the upload alone would fit; with its conversion it does not
     ctx.settings.images.max_upload_bytes = 2 * claimed
     response = api.post("/rest/golden-images?name=huge", headers={

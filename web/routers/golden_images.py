@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from appliance.context import AppContext
 from appliance.db.session import unit_of_work
 from appliance.errors import InvalidInput, StoreFull
-from appliance.services.golden_images import CATEGORY, GoldenImageService, image_store
+from appliance.services.golden_images import CATEGORY, GoldenImageService
 from appliance.services.tasks import TaskService
 from web.collection import QueryDep, envelope
 from web.deps import AppDep, DbDep, Operator, ReadOnly
@@ -27,7 +27,7 @@ PATH = "/rest/golden-images"
 
 
 def _service(db: DbDep, ctx: AppDep) -> GoldenImageService:
-    return GoldenImageService(db, ctx.settings, ctx.clock, TaskService(db, ctx.clock, ctx.wakeup.notify))
+    return GoldenImageService(db, ctx.images, ctx.clock, TaskService(db, ctx.clock, ctx.wakeup.notify))
 
 
 @router.get(PATH)
@@ -49,10 +49,10 @@ async def upload_golden_image(
 
     def check_name() -> None:
         with unit_of_work(ctx.session_factory) as db:
-            GoldenImageService(db, ctx.settings, ctx.clock).ensure_name_free(name)
+            GoldenImageService(db, ctx.images, ctx.clock).ensure_name_free(name)
 
     await asyncio.to_thread(check_name)  # before a long upload, not only after it
-    store = await asyncio.to_thread(image_store, ctx.settings)
+    store = ctx.images
     length = request.headers.get("content-length", "")
     if length.isdigit() and int(length) <= ctx.settings.images.max_upload_bytes:  # (over it: 413, below)
         # The upload, then its qcow2 conversion beside it: room for both, or refuse now.
@@ -65,7 +65,7 @@ async def upload_golden_image(
         try:
             with unit_of_work(ctx.session_factory) as db:
                 tasks = TaskService(db, ctx.clock, ctx.wakeup.notify)
-                task = GoldenImageService(db, ctx.settings, ctx.clock, tasks).start_import(
+                task = GoldenImageService(db, ctx.images, ctx.clock, tasks).start_import(
                     received.path, received.filename, name, description, principal.name)
                 return accepted(task)  # rendered while the task's session is open
         except BaseException:
@@ -89,7 +89,7 @@ async def _capture(request: Request, ctx: AppContext, owner: str) -> Response:
     def start() -> Response:
         with unit_of_work(ctx.session_factory) as db:
             tasks = TaskService(db, ctx.clock, ctx.wakeup.notify)
-            task = GoldenImageService(db, ctx.settings, ctx.clock, tasks).start_capture(
+            task = GoldenImageService(db, ctx.images, ctx.clock, tasks).start_capture(
                 body.name, body.description or "", body.os_volume_id(), body.build_plan_uri, body.compress, owner)
             return accepted(task)
 

@@ -20,7 +20,7 @@ PATH = "/rest/os-volumes"
 
 
 def _service(db: DbDep, ctx: AppDep) -> OsVolumeService:
-    return OsVolumeService(db, ctx.settings, ctx.clock, TaskService(db, ctx.clock, ctx.wakeup.notify))
+    return OsVolumeService(db, ctx.images, ctx.clock, TaskService(db, ctx.clock, ctx.wakeup.notify))
 
 
 @router.get(PATH)

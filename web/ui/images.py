@@ -27,9 +27,9 @@ RECENT_TASKS = 8
 def images_page(request: Request) -> Response:
     with view(request, Role.READ_ONLY) as v:
         tasks = TaskService(v.db, v.ctx.clock)
-        service = GoldenImageService(v.db, v.ctx.settings, v.ctx.clock, tasks)
+        service = GoldenImageService(v.db, v.ctx.images, v.ctx.clock, tasks)
         images = service.list(CollectionQuery(count=LISTED))
-        volumes = OsVolumeService(v.db, v.ctx.settings, v.ctx.clock, tasks).list(CollectionQuery(count=LISTED))
+        volumes = OsVolumeService(v.db, v.ctx.images, v.ctx.clock, tasks).list(CollectionQuery(count=LISTED))
         users: dict[str, list[str]] = {}
         for volume in volumes.members:
             users.setdefault(volume.golden_image_id, []).append(volume.name)
