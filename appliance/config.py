@@ -155,6 +155,20 @@ class ImageSettings(Group):
     low_space_percent: float = Field(
         10.0, ge=0, le=100, description="Raise the low-space alert when less of the store's file system is free."
     )
+    import_dirs: list[Path] = Field(
+        default_factory=list, description="Directories on the appliance images may be imported from by path "
+        "(none: path imports are off)."
+    )
+    fetch_timeout_s: float = Field(
+        60.0, gt=0, description="An import from a URL gives up after this long without data."
+    )
+    fetch_verify_tls: bool = Field(True, description="Check the certificate of an https URL an image is imported from.")
+    nbd_address: str = Field(
+        "127.0.0.1", description="Address OS volumes are exported on over NBD (the provisioning network's, "
+        "for network-booted servers)."
+    )
+    nbd_port_first: int = Field(10809, ge=1, le=65535, description="First TCP port for NBD exports.")
+    nbd_port_count: int = Field(64, ge=1, le=4096, description="NBD exports at once (one port each).")
 
 
 class BootSettings(Group):

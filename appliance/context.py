@@ -16,6 +16,7 @@ from appliance.config import Settings
 from appliance.db.session import SessionFactory
 from appliance.netboot.events import EventQueue
 from appliance.secretbox import SecretBox
+from golden_images.nbd import NbdExports
 from golden_images.store import ImageStore
 
 if TYPE_CHECKING:
@@ -65,6 +66,14 @@ class AppContext:
         """The image store (golden images, OS volumes), under INGOT_HOME/images unless configured."""
         return ImageStore(self.settings.images.root or self.settings.home / "images",
                           max_virtual_size=self.settings.images.max_virtual_size)
+
+    @cached_property
+    def nbd(self) -> NbdExports:
+        """OS volumes exported over NBD by this appliance (none survive a restart)."""
+        images = self.settings.images
+        return NbdExports(address=images.nbd_address,
+                          ports=range(images.nbd_port_first, min(images.nbd_port_first + images.nbd_port_count, 65536)),
+                          log_dir=self.images.logs_dir)
 
     @cached_property
     def secrets(self) -> SecretBox:

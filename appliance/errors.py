@@ -166,6 +166,14 @@ class ImageToolFailed(ApplianceError):
     http_status = 500
 
 
+class ImageSourceFailed(ApplianceError):
+    msg_fmt = "The image could not be fetched from {source}: {reason}."
+    error_code = "IMAGE_SOURCE_FAILED"
+    http_status = 502
+    default_actions = ("Check that the URL serves the image to the appliance (try it with curl from the "
+                       "appliance's network), then import again.",)
+
+
 # --- tasks -------------------------------------------------------------------------------------
 class TaskInterrupted(ApplianceError):
     msg_fmt = (

@@ -151,6 +151,8 @@ async def serve(settings: Settings, extra_handlers: Iterable[HandlerFactory] = (
         await netboot.stop()
         if "bmcs" in ctx.__dict__:  # the driver pool was built: log out of BMC sessions
             await ctx.bmcs.close()
+        if "nbd" in ctx.__dict__:  # volumes were exported over NBD: end them (qemu-nbd flushes)
+            await asyncio.to_thread(ctx.nbd.close)
         https.should_exit = boot.should_exit = True
         results = await asyncio.gather(*jobs, return_exceptions=True)
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -36,7 +36,7 @@ class QemuImgError(Exception):
 _PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent() -> None:  # runs in the child between fork and exec
+def die_with_parent() -> None:  # runs in the child between fork and exec
     """SIGTERM this child when the appliance dies (even by SIGKILL); timeout(1) passes the TERM
     on to qemu-img. Otherwise a conversion would run on, orphaned, into a store that the next
     start has swept."""
@@ -45,7 +45,7 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
 
 
 def _probe_limits() -> None:  # runs in the child between fork and exec
-    _die_with_parent()
+    die_with_parent()
     resource.setrlimit(resource.RLIMIT_AS, (PROBE_ADDRESS_SPACE, PROBE_ADDRESS_SPACE))
     resource.setrlimit(resource.RLIMIT_CPU, (PROBE_CPU_S, PROBE_CPU_S))
 
@@ -63,7 +63,7 @@ def _command() -> sh.Command:
 
 def _run(args: list[str], *, timeout: float, ok_codes: tuple[int, ...] = (0,), **call: Any) -> tuple[int, str]:
     """Run ``qemu-img args``; return (exit code, stdout). Every failure becomes QemuImgError."""
-    call.setdefault("_preexec_fn", _die_with_parent)
+    call.setdefault("_preexec_fn", die_with_parent)
     try:
         done = _command()("--kill-after=10", f"{timeout:.0f}", "qemu-img", *args, _ok_code=list(ok_codes),
                           _return_cmd=True, _decode_errors="replace", **call)

@@ -6,6 +6,8 @@ Layout under the store's root (``INGOT_HOME/images``)::
     volumes/<id>.qcow2      OS volumes: qcow2 overlays backed by a golden image (or full copies)
     incoming/               work in progress; whatever is here at start-up was left by a crash
     logs/<id>.log           what an import or capture did, per golden image (its "archive")
+    exports/<id>.<fmt>      an OS volume flattened for download (raw or qcow2), with <id>.<fmt>.json:
+                            its sha256 and the volume's size and mtime when it was made (stale after)
 
 Nothing half-written is ever visible: every file is made in ``incoming/``, fsynced, and renamed
 into place (a rename within one file system is atomic), then the directory is fsynced so the
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import re
 import secrets
@@ -39,6 +42,7 @@ CANONICAL = "qcow2"
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")  # volume and image ids; fullmatch: "$" allows a final \n
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _HASH_CHUNK = 4 << 20
+EXPORT_FORMATS = ("raw", "qcow2")
 
 Progress = Callable[[float], None]  # percent complete, 0-100
 
@@ -50,6 +54,17 @@ class StoredImage:
     size: int  # bytes of the stored qcow2 file
     virtual_size: int
     source_format: str  # what it was before conversion: qcow2, raw, vmdk, vpc, vhdx (or "zip+raw")
+
+
+@dataclass(frozen=True)
+class ExportedVolume:
+    """An OS volume flattened into one self-contained file for download."""
+
+    volume_id: str
+    format: str  # raw or qcow2
+    path: Path
+    sha256: str
+    size: int  # bytes of the file (a raw export's size is the volume's virtual size)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -91,8 +106,9 @@ class ImageStore:
         self.volumes_dir = root / "volumes"
         self.incoming_dir = root / "incoming"
         self.logs_dir = root / "logs"
+        self.exports_dir = root / "exports"
         self.max_virtual_size = max_virtual_size
-        for folder in (self.golden_dir, self.volumes_dir, self.incoming_dir, self.logs_dir):
+        for folder in (self.golden_dir, self.volumes_dir, self.incoming_dir, self.logs_dir, self.exports_dir):
             folder.mkdir(parents=True, exist_ok=True, mode=0o750)
 
     # -- housekeeping --------------------------------------------------------------------------
@@ -257,5 +273,68 @@ class ImageStore:
         return _names(self.volumes_dir, _ID)
 
     def delete_volume(self, volume_id: str) -> None:
+        self.delete_exports(volume_id)
         self.volume_path(volume_id).unlink(missing_ok=True)
         _fsync_dir(self.volumes_dir)
+
+    # -- exports of OS volumes -----------------------------------------------------------------
+
+    def _export_paths(self, volume_id: str, fmt: str) -> tuple[Path, Path]:
+        if fmt not in EXPORT_FORMATS:
+            raise ValueError(f"an OS volume is exported as {' or '.join(EXPORT_FORMATS)}, not {fmt!r}")
+        self.volume_path(volume_id)  # checks the id
+        data = self.exports_dir / f"{volume_id}.{fmt}"
+        return data, data.with_name(data.name + ".json")
+
+    def _volume_stamp(self, volume_id: str) -> list[int]:
+        """What changes when the volume is written (by qemu-nbd, a build plan, a resize)."""
+        stat = self.volume_path(volume_id).stat()
+        return [stat.st_size, stat.st_mtime_ns]
+
+    def export_volume(self, volume_id: str, fmt: str, on_progress: Progress | None = None) -> ExportedVolume:
+        """Flatten an OS volume (its golden image folded in) into one file of format ``fmt`` and
+        checksum it, replacing an older export. The conversion is 0-60 % of ``on_progress``, the
+        checksum 60-100 %. The volume must not be written meanwhile: a volume exported over NBD
+        is locked by qemu-nbd, and qemu-img refuses to open it."""
+        data, meta = self._export_paths(volume_id, fmt)
+        stamp = self._volume_stamp(volume_id)
+        convert_progress = (lambda pct: on_progress(0.6 * pct)) if on_progress is not None else None
+        hash_progress = (lambda pct: on_progress(60 + 0.4 * pct)) if on_progress is not None else None
+        with self.workspace() as work:
+            made = work / f"export.{fmt}"
+            qemu_img.convert(self.volume_path(volume_id), made, src_format=CANONICAL, dst_format=fmt,
+                             on_progress=convert_progress)
+            with ThreadPoolExecutor(max_workers=1) as flusher:
+                flushed = flusher.submit(_fsync_file, made)
+                digest = sha256_of(made, hash_progress)
+                flushed.result()
+            exported = ExportedVolume(volume_id, fmt, data, digest, made.stat().st_size)
+            record = work / "export.json"
+            record.write_text(json.dumps({"sha256": digest, "size": exported.size, "volume": stamp}))
+            _fsync_file(record)
+            meta.unlink(missing_ok=True)  # no window where an old record describes the new file
+            os.replace(made, data)
+            os.replace(record, meta)
+            _fsync_dir(self.exports_dir)
+        return exported
+
+    def exported(self, volume_id: str, fmt: str) -> ExportedVolume | None:
+        """The volume's current export in ``fmt``; None when there is none or the volume has been
+        written since it was made."""
+        data, meta = self._export_paths(volume_id, fmt)
+        try:
+            record = json.loads(meta.read_text())
+            current = self._volume_stamp(volume_id) == record["volume"] and data.stat().st_size == record["size"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        return ExportedVolume(volume_id, fmt, data, str(record["sha256"]), int(record["size"])) if current else None
+
+    def delete_exports(self, volume_id: str) -> None:
+        for fmt in EXPORT_FORMATS:
+            for path in self._export_paths(volume_id, fmt):
+                path.unlink(missing_ok=True)
+
+    def exported_volume_ids(self) -> set[str]:
+        """The volumes that have export files (current or stale)."""
+        return {path.name.split(".", 1)[0] for path in self.exports_dir.iterdir()
+                if _ID.fullmatch(path.name.split(".", 1)[0])}

@@ -1,5 +1,6 @@
-"""``ingot images``: the golden image library - list, show, upload (a task, watched by default),
-download (checked against the image's SHA-256), rename, delete."""
+"""``ingot images``: the golden image library - list, show, upload or import from a URL or an
+appliance path (a task, watched by default), capture, verify, download (checked against the
+image's SHA-256), rename, delete."""
 
 from __future__ import annotations
 
@@ -72,6 +73,25 @@ def upload(
     with ApiClient.connect() as client:
         response = upload_file(client, PATH, file, {"name": name or file.stem, "description": description})
         image = follow_created(client, response, "golden image", wait, as_json)
+    if image is not None:
+        print_resource(image, IMAGE_FIELDS, as_json=as_json)
+
+
+@app.command("import")
+def import_image(
+    source: Annotated[str, typer.Argument(help="http(s):// URL, or an absolute path on the appliance under "
+                                               "one of its INGOT_IMAGES__IMPORT_DIRS.")],
+    name: Annotated[str, typer.Option("--name", "-n", help="Name in the library.")],
+    description: Annotated[str, typer.Option("--description", "-d", help="Free text.")] = "",
+    sha256: Annotated[str | None, typer.Option("--sha256", help="SHA-256 the source file must have.")] = None,
+    wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Follow the import task and show the image.")] = True,
+    as_json: JsonOption = False,
+) -> None:
+    """Import an image the appliance fetches itself: from a URL, or a file on the appliance."""
+    key = "sourceUrl" if source.startswith(("http://", "https://")) else "sourcePath"
+    body = {"name": name, "description": description, key: source, "sourceChecksum": sha256}
+    with ApiClient.connect() as client:
+        image = follow_created(client, client.post(PATH, body), "golden image", wait, as_json)
     if image is not None:
         print_resource(image, IMAGE_FIELDS, as_json=as_json)
 

@@ -25,7 +25,8 @@ _UPLOAD_CHUNK = 1 << 20
 def fetch_verified(client: ApiClient, uri: str, destination: Path, expected_size: Any, expected_sha256: Any,
                    what: str) -> int:
     """Stream ``uri`` into a temporary file (mode 0600) next to ``destination``, check its size and
-    SHA-256 against what the API said, then rename it into place. Nothing is left on failure."""
+    SHA-256 against what the API said (or, with ``expected_sha256`` None, against the download's
+    ``X-Checksum-Sha256`` header), then rename it into place. Nothing is left on failure."""
     directory = destination.parent if str(destination.parent) else Path()
     if not directory.is_dir():
         raise UsageError(f"The directory {directory} does not exist.")
@@ -36,6 +37,7 @@ def fetch_verified(client: ApiClient, uri: str, destination: Path, expected_size
     try:
         with os.fdopen(fd, "wb") as handle, client.stream(uri) as response, download_progress() as progress:
             total = int(response.headers.get("content-length") or expected_size or 0) or None
+            expected_sha256 = expected_sha256 or response.headers.get("x-checksum-sha256")
             bar = progress.add_task(destination.name, total=total)
             for chunk in response.iter_bytes(_CHUNK):
                 handle.write(chunk)

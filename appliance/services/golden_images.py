@@ -5,12 +5,16 @@ there); importing it - probe, judge, convert, checksum, publish - is a task, bec
 takes minutes. The row appears only when its file is published, so a listed golden image always
 has its file; a refused or interrupted import leaves neither (the upload is deleted by the task,
 or by the start-up sweep of ``incoming/`` when the appliance died first).
+
+An image can also be imported from an HTTP(S) URL or from a file on the appliance under an
+allowed directory (``golden-image-fetch``: download, or read in place, then the same import).
 """
 
 from __future__ import annotations
 
+import re
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC
 from pathlib import Path
 from typing import Any, ClassVar
@@ -23,6 +27,7 @@ from appliance.errors import (
     AlreadyExists,
     Conflict,
     ImageCorrupt,
+    ImageSourceFailed,
     ImageToolFailed,
     InvalidImage,
     InvalidInput,
@@ -34,19 +39,23 @@ from appliance.repositories.base import Page
 from appliance.repositories.golden_images import GoldenImageRepository
 from appliance.repositories.os_volumes import OsVolumeRepository
 from appliance.services.alerts import AlertService
+from appliance.services.os_volumes import refuse_while_on_nbd
 from appliance.services.tasks import ResourceRef, TaskService
 from appliance.tasks.handlers import Outcome, TaskContext, TaskHandler
-from golden_images import assess, qemu_img
-from golden_images.store import ImageStore, Progress, StoredImage
+from golden_images import assess, fetch, qemu_img
+from golden_images.nbd import NbdExports
+from golden_images.store import ImageStore, Progress, StoredImage, sha256_of
 
 CATEGORY = "golden-images"
 TASK_IMPORT = "golden-image-import"
+TASK_FETCH = "golden-image-fetch"
 TASK_CAPTURE = "golden-image-capture"
 TASK_VERIFY = "golden-image-verify"
 ALERT_CORRUPT = "Ingot.Images.ChecksumMismatch"
 # File name extensions that say what the uploader claims the image is; other names claim nothing.
 CLAIMING_EXTENSIONS = frozenset({"qcow2", "qcow", "raw", "img", "vmdk", "vhd", "vpc", "vhdx"})
 PROGRESS_INTERVAL_S = 0.5
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 def golden_image_uri(image_id: str) -> str:
@@ -63,11 +72,16 @@ def claimed_format(filename: str) -> str | None:
 
 def reconcile_store(store: ImageStore, db: Session) -> list[str]:
     """At start, before any task runs: empty incoming/ (uploads and conversions a crash left) and
-    remove volume and golden files no row names (made just before a crash, ahead of their row)."""
+    remove volume, export and golden files no row names (made just before a crash, ahead of their
+    row, or left by a delete that did not finish)."""
     removed = store.sweep()
-    for volume_id in store.volume_ids() - OsVolumeRepository(db).ids():  # made just before a crash
+    volumes = OsVolumeRepository(db).ids()
+    for volume_id in store.volume_ids() - volumes:  # made just before a crash
         store.delete_volume(volume_id)
         removed.append(f"volumes/{volume_id}")
+    for volume_id in store.exported_volume_ids() - volumes:  # exports of volumes deleted just before a crash
+        store.delete_exports(volume_id)
+        removed.append(f"exports/{volume_id}.*")
     known = GoldenImageRepository(db).checksums()
     for sha256 in store.golden_checksums() - known:
         store.delete_golden(sha256)
@@ -101,11 +115,12 @@ def check_store_space(store: ImageStore, low_space_percent: float, db: Session,
 
 class GoldenImageService:
     def __init__(self, db: Session, store: ImageStore, clock: Clock = system_clock,
-                 tasks: TaskService | None = None) -> None:
+                 tasks: TaskService | None = None, nbd: NbdExports | None = None) -> None:
         self.images = GoldenImageRepository(db)
         self.store = store
         self.clock = clock
         self.tasks = tasks or TaskService(db, clock)
+        self.nbd = nbd
 
     def list(self, query: CollectionQuery) -> Page[GoldenImage]:
         return self.images.page(query)
@@ -132,12 +147,34 @@ class GoldenImageService:
             resource=ResourceRef(uri=None, name=name, category=CATEGORY),
         )
 
+    def start_fetch(self, name: str, description: str, *, url: str | None, path: str | None, sha256: str | None,
+                    import_dirs: Sequence[Path], owner: str) -> Task:
+        """Queue the import of an image from an HTTP(S) URL or a file on the appliance; ``sha256``,
+        when given, must match the source file before anything else is done with it."""
+        self.ensure_name_free(name)
+        if (url is None) == (path is None):
+            raise InvalidInput(reason="name the image's source: a URL or a path on the appliance, not both")
+        if sha256 is not None and not _SHA256.fullmatch(sha256.lower()):
+            raise InvalidInput(reason="the checksum must be a SHA-256 in hex (64 characters)")
+        try:
+            source = fetch.check_url(url) if url is not None else str(fetch.resolve_local(str(path), import_dirs))
+        except fetch.SourceRefused as exc:
+            raise InvalidInput(reason=exc.reason) from exc
+        return self.tasks.create(
+            kind=TASK_FETCH, name="Import golden image", owner=owner,
+            args={"url" if url is not None else "path": source, "sha256": sha256.lower() if sha256 else None,
+                  "name": name, "description": description},
+            resource=ResourceRef(uri=None, name=name, category=CATEGORY),
+        )
+
     def start_capture(self, name: str, description: str, os_volume_id: str, build_plan_uri: str | None,
                       compress: bool, owner: str) -> Task:
         """Queue the capture of a new golden image from an OS volume."""
         self.ensure_name_free(name)
-        if OsVolumeRepository(self.images.db).get(os_volume_id) is None:
+        volume = OsVolumeRepository(self.images.db).get(os_volume_id)
+        if volume is None:
             raise NotFound(kind="OS volume", ident=os_volume_id)
+        refuse_while_on_nbd(self.nbd, volume, "capture")
         return self.tasks.create(
             kind=TASK_CAPTURE, name="Capture golden image", owner=owner,
             args={"name": name, "description": description, "osVolumeId": os_volume_id,
@@ -263,6 +300,57 @@ class GoldenImageImportTask(_ImageTask):
         await self._record(ctx, stored, log, original_filename=filename)
         await ctx.progress(100, f"Golden image {name} added ({stored.size} bytes, sha256 {stored.sha256[:12]}...).")
         return Outcome(status=f"Golden image {name} added.")
+
+
+class GoldenImageFetchTask(_ImageTask):
+    """Import from a URL (downloaded into incoming/, 1-40 %) or an allowed local file (read in
+    place), then probe, convert, checksum and publish as an upload is."""
+
+    kind: ClassVar[str] = TASK_FETCH
+    resumable: ClassVar[bool] = True  # the source is still there: starting over is always correct
+
+    async def run(self, ctx: TaskContext) -> Outcome:
+        store, settings = self.app.images, self.app.settings.images
+        name, url, local = str(ctx.args["name"]), ctx.args.get("url"), ctx.args.get("path")
+        expected = ctx.args.get("sha256")
+        origin = str(url or local)
+        log = [f"{self._stamp()} import of {origin} by {ctx.owner} (task {ctx.task_id})"]
+        with store.workspace() as work:
+            if url is not None:
+                await ctx.progress(1, f"Downloading {url}.")
+                try:
+                    fetched = await ctx.run_with_progress(lambda progress: fetch.fetch(
+                        str(url), work / "download", max_bytes=settings.max_upload_bytes,
+                        timeout=settings.fetch_timeout_s, verify_tls=settings.fetch_verify_tls,
+                        on_progress=progress), 1, 40, "Downloading", PROGRESS_INTERVAL_S)
+                except fetch.FetchFailed as exc:
+                    raise ImageSourceFailed(source=url, reason=str(exc)) from exc
+                source, digest, filename = fetched.path, fetched.sha256, fetch.url_file_name(str(url))
+                log.append(f"{self._stamp()} downloaded {fetched.size} bytes, sha256 {digest}")
+            else:
+                try:  # checked again: the file or a link on its path may have changed since
+                    source = await ctx.run_sync(fetch.resolve_local, str(local), settings.import_dirs)
+                except fetch.SourceRefused as exc:
+                    raise InvalidInput(reason=exc.reason) from exc
+                filename = source.name
+                digest = None
+                if expected:
+                    digest = await ctx.run_with_progress(
+                        lambda progress: sha256_of(source, progress), 1, 40, "Checking the checksum",
+                        PROGRESS_INTERVAL_S)
+            if expected and digest != expected:
+                raise InvalidImage(reason=f"the source's SHA-256 is {digest}, not the {expected} given")
+            try:
+                claim = claimed_format(filename)
+            except assess.ImageRefused as exc:
+                raise InvalidImage(reason=exc.reason) from exc
+            stored = await self._watch(ctx, lambda progress: store.ingest(
+                source, claimed=claim, on_progress=progress, max_bundle_bytes=settings.max_virtual_size),
+                41, 95, "Converting to qcow2")
+        log.append(f"{self._stamp()} probed as {stored.source_format}, converted to qcow2")
+        await self._record(ctx, stored, log, original_filename=filename)
+        await ctx.progress(100, f"Golden image {name} imported from {origin} ({stored.size} bytes).")
+        return Outcome(status=f"Golden image {name} imported.")
 
 
 class GoldenImageCaptureTask(_ImageTask):

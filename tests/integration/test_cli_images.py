@@ -101,3 +101,61 @@ def test_verify_passes_then_catches_a_changed_file(admin_cli: Cli, tmp_path: Pat
     alerts = admin_cli.json("alerts", "list")["members"]
     assert any(a["alertTypeID"] == "Ingot.Images.ChecksumMismatch"
                and a["associatedResource"]["resourceUri"] == image["uri"] for a in alerts), alerts
+
+
+def test_volume_export_download_and_nbd(admin_cli: Cli, tmp_path: Path) -> None:
+    disk = tmp_path / "base.raw"
+    disk.write_bytes(os.urandom(2 << 20))
+    image = admin_cli.json("images", "upload", str(disk))
+    volume = admin_cli.json("volumes", "create", "node-9-os", "--image", image["id"], "--size", str(3 << 20))
+
+    exported = admin_cli("volumes", "export", volume["id"], "--format", "raw", "-o", str(tmp_path))
+    assert exported.returncode == 0, exported.stderr
+    saved = tmp_path / "node-9-os.raw"
+    assert saved.read_bytes() == disk.read_bytes() + bytes(1 << 20)
+    again = admin_cli("volumes", "export", volume["id"], "-o", str(saved))
+    assert again.returncode != 0 and "exists" in again.stderr
+    as_qcow2 = admin_cli("volumes", "export", volume["id"], "-f", "qcow2", "-o", str(tmp_path / "n9.qcow2"))
+    assert as_qcow2.returncode == 0, as_qcow2.stderr
+    assert qemu_img.identical(tmp_path / "n9.qcow2", saved, b_format="raw")
+
+    export = admin_cli.json("volumes", "nbd", volume["id"])
+    assert export["uri"].startswith("nbd://127.0.0.1:") and export["uri"].endswith(f"/{volume['id']}")
+    shown = admin_cli.json("volumes", "show", volume["id"])
+    assert shown["nbdUri"] == export["uri"]
+    busy = admin_cli("volumes", "delete", volume["id"])
+    assert busy.returncode == 1 and "NBD" in busy.stderr
+    assert admin_cli("volumes", "nbd", volume["id"], "--stop").returncode == 0
+    assert admin_cli("volumes", "delete", volume["id"]).returncode == 0
+
+
+def test_import_from_a_url(admin_cli: Cli, tmp_path: Path) -> None:
+    import hashlib
+    import http.server
+    import threading
+
+    served = tmp_path / "served"
+    served.mkdir()
+    disk = served / "debian-12.raw"
+    disk.write_bytes(os.urandom(1 << 20))
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), lambda *a: Quiet(*a, directory=str(served)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/debian-12.raw"
+        image = admin_cli.json("images", "import", url, "--name", "debian-12",
+                               "--sha256", hashlib.sha256(disk.read_bytes()).hexdigest())
+        assert (image["name"], image["sourceFormat"], image["virtualSize"]) == ("debian-12", "raw", 1 << 20)
+        wrong = admin_cli("images", "import", url, "--name", "debian-wrong", "--sha256", "1" * 64)
+        assert wrong.returncode == 1 and "SHA-256" in wrong.stderr
+        off = admin_cli("images", "import", str(disk), "--name", "local")
+        assert off.returncode == 2 and "IMPORT_DIRS" in off.stderr  # 400: the request, not the appliance
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)

@@ -931,7 +931,7 @@ def test_import_killed_midway_leaves_only_incoming_work(tmp_path: Path, sparse_r
     # and then holds the import there (inside store.ingest, before anything is published). The
     # child is SIGKILLed at that point, while its qemu-img is still converting (it runs on while
     # the callback waits). The qemu-img and the timeout(1) around it must end by themselves
-    # (qemu_img._die_with_parent): left running, they would write on into incoming/.
+    # (qemu_img.die_with_parent): left running, they would write on into incoming/.
     root = tmp_path / "store"
     marker = tmp_path / "converting"
     errors = tmp_path / "child.err"

@@ -3,9 +3,11 @@ client (roles, escaping, no inline code) and in Chromium (upload with progress, 
 
 from __future__ import annotations
 
+import http.server
 import os
 import re
 import subprocess
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -113,12 +115,44 @@ def test_in_a_browser(page: Any, live: Any, backend: str, artifacts_dir: Path, t
     expect(failed).to_contain_text("backing file", timeout=WAIT_MS)
     page.reload()  # settles the page: ui.js reloads it by itself once it has seen a task end
     expect(page.locator("tr[data-image-row]")).to_have_count(2)
+
+    # Export for deploy: a raw file (a task, then a link with the file) and the live volume over NBD.
+    volume = page.locator("tr[data-volume-row]")
+    volume.get_by_role("button", name="Export raw").click()
+    expect(page.locator("tr[data-row-task]").first).to_contain_text("exported as raw", timeout=WAIT_MS)
+    page.reload()
+    link = volume.locator("[data-volume-exports] a", has_text="raw")
+    expect(link).to_have_count(1)
+    with page.expect_download() as download:
+        link.click()
+    assert Path(download.value.path()).stat().st_size == 6 << 20
+    volume.get_by_role("button", name="NBD").click()
+    expect(volume.locator("[data-nbd-uri]")).to_contain_text("nbd://127.0.0.1:", timeout=WAIT_MS)
     page.screenshot(path=str(artifacts_dir / f"ui-images-{backend}.png"), full_page=True)
+    volume.get_by_role("button", name="End NBD").click()
+    expect(volume.locator("[data-nbd-uri]")).to_have_count(0, timeout=WAIT_MS)
+
+    # Import from a URL (refusals, e.g. a path while path imports are off, are in test_image_import).
+    importer = page.locator("form[data-image-import]")
+    served = tmp_path / "served"
+    served.mkdir()
+    (served / "debian.raw").write_bytes(os.urandom(1 << 20))
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), lambda *a: http.server.SimpleHTTPRequestHandler(*a, directory=str(served)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        importer.get_by_role("textbox", name="Source (").fill(f"http://127.0.0.1:{server.server_address[1]}/debian.raw")
+        importer.get_by_label("Name", exact=True).fill("debian-from-url")
+        importer.get_by_role("button", name="Import").click()
+        expect(page.locator("tr[data-image-row]", has_text="debian-from-url")).to_have_count(1, timeout=WAIT_MS)
+    finally:
+        server.shutdown()
+        server.server_close()
 
     page.locator("tr[data-volume-row]").get_by_role("button", name="Delete").click()
     expect(page.get_by_text("No OS volumes.")).to_be_visible(timeout=WAIT_MS)
     images = page.locator("tr[data-image-row]")
-    for left in (1, 0):
+    for left in (2, 1, 0):
         images.first.get_by_role("button", name="Delete").click()
         expect(images).to_have_count(left, timeout=WAIT_MS)
     expect(page.get_by_text("The library is empty.")).to_be_visible()

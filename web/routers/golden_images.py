@@ -19,7 +19,7 @@ from web.collection import QueryDep, envelope
 from web.deps import AppDep, DbDep, Operator, ReadOnly
 from web.etag import check_if_match, resource_response
 from web.routers.common import accepted
-from web.schemas.golden_images import GoldenImageCapture, GoldenImageUpdate, golden_image_public
+from web.schemas.golden_images import GoldenImageCreate, GoldenImageUpdate, golden_image_public
 from web.uploads import receive_file
 
 router = APIRouter(tags=["golden-images"])
@@ -45,7 +45,7 @@ async def upload_golden_image(
     """The HPE SDK's ``upload``: one multipart part ``file``, ``name`` and ``description`` in the
     query. The body streams into the store's incoming/ and an import task takes it from there."""
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
-        return await _capture(request, ctx, principal.name)
+        return await _create_from_json(request, ctx, principal.name)
 
     def check_name() -> None:
         with unit_of_work(ctx.session_factory) as db:
@@ -75,22 +75,31 @@ async def upload_golden_image(
     return await asyncio.to_thread(start)
 
 
-async def _capture(request: Request, ctx: AppContext, owner: str) -> Response:
-    """The SDK's ``golden_images.create`` with ``imageCapture``: a new golden image from an OS volume."""
+async def _create_from_json(request: Request, ctx: AppContext, owner: str) -> Response:
+    """The SDK's ``golden_images.create`` with ``imageCapture``: a new golden image from an OS
+    volume; or Ingot's import from a URL or a file on the appliance."""
     try:
-        body = GoldenImageCapture.model_validate_json(await request.body())
+        body = GoldenImageCreate.model_validate_json(await request.body())
     except ValidationError as exc:
         raise InvalidInput(reason="; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}"
                                            for e in exc.errors())) from exc
-    if not body.capture():
-        raise InvalidInput(reason="POST /rest/golden-images adds an image either by a multipart/form-data upload "
-                                  "(part 'file') or by capture (imageCapture true, with osVolumeURI)")
+    imports = body.source_url is not None or body.source_path is not None
+    if body.capture() == imports:
+        raise InvalidInput(reason="POST /rest/golden-images adds an image by one of: a multipart/form-data upload "
+                                  "(part 'file'), capture (imageCapture true, with osVolumeURI), or import "
+                                  "(sourceUrl or sourcePath)")
 
     def start() -> Response:
         with unit_of_work(ctx.session_factory) as db:
             tasks = TaskService(db, ctx.clock, ctx.wakeup.notify)
-            task = GoldenImageService(db, ctx.images, ctx.clock, tasks).start_capture(
-                body.name, body.description or "", body.os_volume_id(), body.build_plan_uri, body.compress, owner)
+            service = GoldenImageService(db, ctx.images, ctx.clock, tasks, ctx.nbd)
+            if imports:
+                task = service.start_fetch(body.name, body.description or "", url=body.source_url,
+                                           path=body.source_path, sha256=body.source_checksum,
+                                           import_dirs=ctx.settings.images.import_dirs, owner=owner)
+            else:
+                task = service.start_capture(body.name, body.description or "", body.os_volume_id(),
+                                             body.build_plan_uri, body.compress, owner)
             return accepted(task)
 
     return await asyncio.to_thread(start)

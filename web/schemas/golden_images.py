@@ -19,9 +19,10 @@ class GoldenImageUpdate(Strict):
     description: str | None = Field(default=None, max_length=4096)
 
 
-class GoldenImageCapture(Strict):
+class GoldenImageCreate(Strict):
     """POST /rest/golden-images as JSON: HPE's capture request (``imageCapture`` arrives as a bool
-    or, in HPE's own examples, the string "true")."""
+    or, in HPE's own examples, the string "true"), or Ingot's import from a URL or a path on the
+    appliance (``sourceUrl`` / ``sourcePath``, with an optional ``sourceChecksum``)."""
 
     model_config = Strict.model_config | {"extra": "ignore"}  # the SDK adds "type": "GoldenImage"
     name: str = Field(min_length=1, max_length=255)
@@ -30,6 +31,10 @@ class GoldenImageCapture(Strict):
     os_volume_uri: str = Field(default="", alias="osVolumeURI", max_length=255)
     build_plan_uri: str | None = Field(default=None, alias="buildPlanUri", max_length=255)
     compress: bool = Field(default=False, description="Ingot's: compress the captured qcow2.")
+    source_url: str | None = Field(default=None, alias="sourceUrl", max_length=4096)
+    source_path: str | None = Field(default=None, alias="sourcePath", max_length=4096)
+    source_checksum: str | None = Field(default=None, alias="sourceChecksum", max_length=64,
+                                        description="SHA-256 the source file must have.")
 
     def capture(self) -> bool:
         flag = self.image_capture

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 
 from appliance.models import OsVolume
 from appliance.services.golden_images import golden_image_uri
 from appliance.services.os_volumes import CATEGORY, os_volume_uri
+from golden_images.nbd import NbdExport
 from web.schemas.common import Strict, resource_header
 
 
@@ -24,7 +25,19 @@ class OsVolumeCreate(Strict):
         return self.golden_image_uri.rstrip("/").rsplit("/", 1)[-1]
 
 
-def os_volume_public(volume: OsVolume) -> dict[str, Any]:
+class OsVolumeExport(Strict):
+    """POST /rest/os-volumes/{id}/export (Ingot's): flatten the volume into a downloadable file."""
+
+    format: Literal["raw", "qcow2"] = "raw"
+
+
+def nbd_export_public(export: NbdExport) -> dict[str, Any]:
+    return {"type": "NbdExport", "uri": export.uri, "address": export.address, "port": export.port,
+            "exportName": export.name, "readOnly": False, "maxClients": 1,
+            "volumeUri": os_volume_uri(export.volume_id)}
+
+
+def os_volume_public(volume: OsVolume, nbd: NbdExport | None = None) -> dict[str, Any]:
     body = resource_header("OeVolume", CATEGORY, os_volume_uri(volume.id), volume.id, volume.name, volume.etag,
                            volume.created, volume.modified, state="Created")
     body.update({
@@ -38,5 +51,8 @@ def os_volume_public(volume: OsVolume) -> dict[str, Any]:
         "oeVolumeIQN": None,
         "oeVolumeIp": None,
         "createdBy": volume.created_by,
+        # Ingot's: where the live volume is served over NBD right now (None when it is not).
+        "nbdUri": nbd.uri if nbd is not None else None,
+        "exportUri": f"{os_volume_uri(volume.id)}/export",
     })
     return body

@@ -9,6 +9,10 @@
  * - Clone: POST /rest/os-volumes (a linked clone, named in a prompt); Capture: POST
  *   /rest/golden-images with imageCapture (named in a prompt). Both are tasks: the page reloads
  *   to list them with their progress bars.
+ * - Import: POST /rest/golden-images as JSON with sourceUrl or sourcePath (and sourceChecksum);
+ *   a task, listed with its progress bar once the page reloads.
+ * - Export raw / qcow2: POST /rest/os-volumes/{id}/export (a task); once it completes the page
+ *   links the file. NBD / End NBD: POST or DELETE /rest/os-volumes/{id}/nbd, then reload.
  * Names and messages only ever go into textContent.
  */
 (function () {
@@ -79,6 +83,18 @@
     upload(form);
   });
 
+  document.addEventListener("submit", function (event) {
+    var form = event.target;
+    if (!form || !form.matches || !form.matches("[data-image-import]")) { return; }
+    event.preventDefault();
+    var source = form.querySelector("[data-import-source]").value.trim();
+    var body = {name: form.querySelector("[data-import-name]").value.trim()};
+    var sha256 = form.querySelector("[data-import-sha256]").value.trim();
+    body[/^https?:\/\//i.test(source) ? "sourceUrl" : "sourcePath"] = source;
+    if (sha256) { body.sourceChecksum = sha256; }
+    startTask(form.querySelector("[data-import-button]"), "/rest/golden-images", body);
+  });
+
   function startTask(button, path, body) {
     I.busy(button, true);
     I.api("POST", path, body).then(function () {
@@ -86,17 +102,41 @@
     }, function (err) { I.busy(button, false); I.showError(err.message); });
   }
 
-  function remove(button, path, what) {
-    if (!window.confirm("Delete " + what + "?")) { return; }
+  function change(button, method, path) {
     I.busy(button, true);
-    I.api("DELETE", path).then(function () {
+    I.api(method, path).then(function () {
       window.location.reload();
     }, function (err) { I.busy(button, false); I.showError(err.message); });
+  }
+
+  function remove(button, path, what) {
+    if (!window.confirm("Delete " + what + "?")) { return; }
+    change(button, "DELETE", path);
+  }
+
+  function volumePath(button, attribute) {
+    return "/rest/os-volumes/" + encodeURIComponent(button.getAttribute(attribute));
   }
 
   document.addEventListener("click", function (event) {
     var target = event.target instanceof Element ? event.target : null;
     if (!target) { return; }
+    var exportButton = target.closest("[data-export-volume]");
+    if (exportButton) {
+      startTask(exportButton, volumePath(exportButton, "data-export-volume") + "/export",
+                {format: exportButton.getAttribute("data-format")});
+      return;
+    }
+    var nbdButton = target.closest("[data-nbd-start]");
+    if (nbdButton) {
+      change(nbdButton, "POST", volumePath(nbdButton, "data-nbd-start") + "/nbd");
+      return;
+    }
+    nbdButton = target.closest("[data-nbd-stop]");
+    if (nbdButton) {
+      change(nbdButton, "DELETE", volumePath(nbdButton, "data-nbd-stop") + "/nbd");
+      return;
+    }
     var button = target.closest("[data-delete-image]");
     if (button) {
       remove(button, "/rest/golden-images/" + encodeURIComponent(button.getAttribute("data-delete-image")),
