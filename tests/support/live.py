@@ -13,20 +13,11 @@ from typing import Any, BinaryIO
 
 import httpx
 
-from tests.support.netns import in_namespace
+from lab.netns import in_namespace
+from lab.network import boot_services_env as boot_services_env  # re-exported: tests and bench use it
 
 REPO = Path(__file__).resolve().parents[2]
 ADMIN_PASSWORD = "Adm1n-test-pass"
-
-
-def boot_services_env(interface: str, router: str, first: str, last: str) -> dict[str, str]:
-    """Settings for an appliance serving network boot inside a lab namespace: listeners on the
-    namespace's own interfaces (0.0.0.0 there), the standard ports, DHCP only on ``interface``."""
-    return {
-        "INGOT_BIND_ADDRESS": "0.0.0.0",
-        "INGOT_HTTPS_PORT": "8443", "INGOT_HTTP_PORT": "8080", "INGOT_TFTP_PORT": "69", "INGOT_DNS_PORT": "53",
-        "INGOT_DHCP_INTERFACE": interface, "INGOT_DHCP_RANGE": f"{first}-{last}", "INGOT_DHCP_ROUTER": router,
-    }
 
 
 class LiveAppliance:

@@ -27,34 +27,33 @@ namespaces the lab created, even when the test failed or setup stopped half way.
 still inside a lab namespace at teardown (daemons forked by something the test started) are
 killed by PID too, so a namespace never outlives its lab.
 
-Needs root (CAP_NET_ADMIN and CAP_SYS_ADMIN) and ``ip`` from iproute2.
+Needs root (CAP_NET_ADMIN and CAP_SYS_ADMIN) and ``ip`` from iproute2. The namespace primitives
+(``ip``, ``in_namespace``, ``unavailable_reason``) are the emulated rack's, from :mod:`lab.netns`.
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
-import ctypes
 import itertools
 import logging
 import os
-import shutil
 import signal
 import socket
 import subprocess
-import threading
 import weakref
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
 from types import TracebackType
 from typing import IO, Any
 
-__all__ = ["Host", "Lab", "unavailable_reason"]
+from lab.netns import exec_argv, in_namespace, namespace_pids, unavailable_reason
+from lab.netns import ip as _ip
+
+__all__ = ["Host", "Lab", "in_namespace", "unavailable_reason"]
 
 logger = logging.getLogger(__name__)
 
-_CLONE_NEWNET = 0x40000000  # linux/sched.h
-_IP = shutil.which("ip") or "/usr/sbin/ip"
 _SETUP_TIMEOUT = 10.0
 _labs = itertools.count(1)
 #: Labs not closed yet, closed at interpreter exit (e.g. after Ctrl-C) as a last resort.
@@ -65,22 +64,6 @@ _open_labs: weakref.WeakSet[Lab] = weakref.WeakSet()
 def _close_open_labs() -> None:
     for lab in list(_open_labs):
         lab.close()
-
-
-def unavailable_reason() -> str | None:
-    """Why labs cannot be built here, or ``None`` when they can."""
-    if os.geteuid() != 0:
-        return "network namespaces need root"
-    if not os.path.exists(_IP):
-        return "iproute2 'ip' is not installed"
-    return None
-
-
-def _run(argv: list[str], *, timeout: float = _SETUP_TIMEOUT, check: bool = True) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
-    if check and result.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv)} failed ({result.returncode}): {result.stderr.strip()}")
-    return result
 
 
 @dataclass(frozen=True)
@@ -99,44 +82,6 @@ class Host:
     ifname: str
     mac: str
     ip: IPv4Address | None
-
-
-_libc: Any = None
-
-
-def in_namespace(ns: str, work: Any, timeout: float = _SETUP_TIMEOUT) -> Any:
-    """Run ``work()`` on a fresh thread that has joined network namespace ``ns``.
-
-    Only the calling thread moves (setns(2) with CLONE_NEWNET is per thread); the thread exits
-    right after, so the rest of the process never leaves its own namespace. A socket created by
-    ``work`` stays in ``ns`` for its whole life, whichever thread uses it later.
-    """
-    global _libc
-    if _libc is None:
-        _libc = ctypes.CDLL(None, use_errno=True)
-    box: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            fd = os.open(f"/run/netns/{ns}", os.O_RDONLY | os.O_CLOEXEC)
-            try:
-                if _libc.setns(fd, _CLONE_NEWNET) != 0:
-                    err = ctypes.get_errno()
-                    raise OSError(err, f"setns({ns}): {os.strerror(err)}")
-            finally:
-                os.close(fd)
-            box["result"] = work()
-        except BaseException as exc:
-            box["error"] = exc
-
-    thread = threading.Thread(target=target, name=f"setns-{ns}", daemon=True)
-    thread.start()
-    thread.join(timeout)
-    if thread.is_alive():
-        raise TimeoutError(f"work in namespace {ns} did not finish within {timeout} s")
-    if "error" in box:
-        raise box["error"]
-    return box["result"]
 
 
 class Lab:
@@ -182,21 +127,21 @@ class Lab:
         self.close()
 
     def _add_namespace(self, name: str) -> None:
-        _run([_IP, "netns", "add", name])
+        _ip("netns", "add", name, timeout=_SETUP_TIMEOUT)
         self._namespaces.append(name)
-        _run([_IP, "-n", name, "link", "set", "lo", "up"])
+        _ip("link", "set", "lo", "up", netns=name, timeout=_SETUP_TIMEOUT)
         # No IPv6: keeps router solicitations and DAD out of captured traffic.
-        _run([_IP, "netns", "exec", name, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1",
-              "net.ipv6.conf.default.disable_ipv6=1"])
+        _ip("netns", "exec", name, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1",
+            "net.ipv6.conf.default.disable_ipv6=1", timeout=_SETUP_TIMEOUT)
 
     def _bridge(self, segment: int) -> str:
         bridge = f"br{segment}"
         if bridge not in self._bridges:
-            _run([_IP, "-n", self.switch, "link", "add", bridge, "type", "bridge", "stp_state", "0",
-                  "forward_delay", "0"])
+            _ip("link", "add", bridge, "type", "bridge", "stp_state", "0", "forward_delay", "0",
+                netns=self.switch, timeout=_SETUP_TIMEOUT)
             self._links.append((self.switch, bridge))
             self._bridges.append(bridge)
-            _run([_IP, "-n", self.switch, "link", "set", bridge, "up"])
+            _ip("link", "set", bridge, "up", netns=self.switch, timeout=_SETUP_TIMEOUT)
         return bridge
 
     def network_of(self, segment: int = 0) -> IPv4Network:
@@ -239,14 +184,16 @@ class Lab:
         self._macs += 1
         mac = f"02:1a:{self.number % 256:02x}:{self._macs:02x}:00:01"
         # Both ends are created inside lab namespaces; nothing touches the machine's own.
-        _run([_IP, "-n", self.switch, "link", "add", port, "type", "veth", "peer", "name", ifname, "netns", ns])
+        _ip("link", "add", port, "type", "veth", "peer", "name", ifname, "netns", ns, netns=self.switch,
+            timeout=_SETUP_TIMEOUT)
         self._links.append((self.switch, port))
-        _run([_IP, "-n", self.switch, "link", "set", port, "master", bridge, "up"])
-        _run([_IP, "-n", ns, "link", "set", ifname, "address", mac, "up"])
+        _ip("link", "set", port, "master", bridge, "up", netns=self.switch, timeout=_SETUP_TIMEOUT)
+        _ip("link", "set", ifname, "address", mac, "up", netns=ns, timeout=_SETUP_TIMEOUT)
         ip: IPv4Address | None = None
         if address is not None:
             ip = self.address(address, segment)
-            _run([_IP, "-n", ns, "addr", "add", f"{ip}/{self.network_of(segment).prefixlen}", "dev", ifname])
+            _ip("addr", "add", f"{ip}/{self.network_of(segment).prefixlen}", "dev", ifname, netns=ns,
+                timeout=_SETUP_TIMEOUT)
         return Host(role, ns, ifname, mac, ip)
 
     # -- running things inside -----------------------------------------------------------------
@@ -260,7 +207,7 @@ class Lab:
     def run_in(self, where: Host | str, argv: list[str], timeout: float, *, check: bool = False,
                input: str | None = None) -> subprocess.CompletedProcess[str]:
         """Run ``argv`` in a lab namespace and wait (killed after ``timeout`` seconds)."""
-        result = subprocess.run([_IP, "netns", "exec", self._ns(where), *argv], capture_output=True, text=True,
+        result = subprocess.run(exec_argv(self._ns(where), argv), capture_output=True, text=True,
                                 timeout=timeout, check=False, input=input)
         if check and result.returncode != 0:
             raise RuntimeError(f"{argv} in {where} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
@@ -273,7 +220,7 @@ class Lab:
 
         ``ip netns exec`` execs the command in place, so the Popen's PID is the command's own.
         """
-        process = subprocess.Popen([_IP, "netns", "exec", self._ns(where), *argv], stdin=stdin, stdout=stdout,
+        process = subprocess.Popen(exec_argv(self._ns(where), argv), stdin=stdin, stdout=stdout,
                                    stderr=stderr, cwd=cwd, text=text)
         self._processes.append(process)
         return process
@@ -305,10 +252,10 @@ class Lab:
             self._kill_leftovers(ns)
         for ns, link in reversed(self._links):
             with contextlib.suppress(Exception):
-                _run([_IP, "-n", ns, "link", "del", link], check=False)
+                _ip("link", "del", link, netns=ns, check=False, timeout=_SETUP_TIMEOUT)
         for ns in reversed(self._namespaces):
             try:
-                _run([_IP, "netns", "del", ns])
+                _ip("netns", "del", ns, timeout=_SETUP_TIMEOUT)
             except Exception as exc:
                 logger.warning("could not delete namespace %s: %s", ns, exc)
 
@@ -316,13 +263,13 @@ class Lab:
     def _kill_leftovers(ns: str) -> None:
         # Only processes inside a namespace this lab created: descendants of what it started.
         try:
-            pids = _run([_IP, "netns", "pids", ns], check=False).stdout.split()
+            pids = namespace_pids(ns)
         except Exception:
             return
         for pid in pids:
-            with contextlib.suppress(ProcessLookupError, ValueError):
+            with contextlib.suppress(ProcessLookupError):
                 logger.info("killing leftover pid %s in namespace %s", pid, ns)
-                os.kill(int(pid), signal.SIGKILL)
+                os.kill(pid, signal.SIGKILL)
 
 
 def _stop_process(process: subprocess.Popen[Any]) -> None:
