@@ -5,10 +5,12 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 # Debian packages: PostgreSQL for the second database backend, Chromium for the browser tests,
-# qemu-utils (qemu-img, qemu-io, qemu-nbd) for the image library.
+# qemu-utils (qemu-img, qemu-io, qemu-nbd) for the image library; mmdebstrap, extlinux and friends
+# for the emulated rack's images (lab/images.py).
 DEBS_TEST := postgresql chromium fonts-dejavu-core openipmi ipmitool atftp curl \
 	iproute2 isc-dhcp-client busybox dhcpcd-base kea-admin kea-dhcp4-server dnsmasq-base tftpd-hpa \
-	bind9-dnsutils ipxe ipxe-qemu qemu-system-x86 cpio qemu-utils
+	bind9-dnsutils ipxe ipxe-qemu qemu-system-x86 cpio qemu-utils \
+	mmdebstrap extlinux syslinux-common fdisk zstd e2fsprogs
 DEBS_DEMO := ipxe
 
 .PHONY: demo test lint typecheck unit deps-test deps-demo venv clean
