@@ -28,9 +28,10 @@ without and with that fsync. Goals (from Ingot's medians): the 100 GiB clone wit
 Capture: a volume cloned from the 1 GiB image gets ``--capture-mib`` (256 MiB) of new random
 data in four pieces (``qemu-io write -s``), then, ``--capture-repeats`` times, in an order that
 rotates every round so that none always runs first on a warm page cache:
-- Ingot: ``store.capture(volume)`` (``qemu-img convert`` to qcow2 without compression, ``qemu-img
-  info`` of the result, fsync, sha256 of the file, rename, fsync of the directory); the new golden
-  image is deleted afterwards, untimed, so every round publishes;
+- Ingot: ``store.capture(volume)`` (golden_images.flatten: ``qemu-img map`` of the volume, the new
+  qcow2 written front to back from the chain's files with its sha256 computed on the way and
+  writeback started behind the writer, fsync; then ``qemu-img info`` of the result, rename, fsync
+  of the directory); the new golden image is deleted afterwards, untimed, so every round publishes;
 - "qemu-img convert + fsync": ``qemu-img convert -f qcow2 -O qcow2 VOLUME OUT`` then fsync of OUT,
   the fair peer (Ingot's capture is durable);
 - "qemu-img convert": the same without the fsync (OUT is fsynced untimed afterwards, so its
@@ -41,7 +42,7 @@ plain ``qemu-img convert`` with fsync (the ratio against the one without fsync i
 
 Where the time goes: a separate pass of ``--clones`` clones per image with the store's calls to
 ``qemu_img.info``, ``qemu_img.create_overlay``, its file and directory fsyncs (and for capture,
-measured in the timed rounds, ``qemu_img.convert`` and ``sha256_of``) wrapped in timers (a few
+measured in the timed rounds, ``flatten`` and the publication) wrapped in timers (a few
 microseconds each); "rest" is the remainder (Python, workspace directory, rename). For scale, a
 bare ``qemu-img info`` and ``qemu-img create`` run with ``subprocess.run`` are timed the same
 number of times (golden_images.qemu_img runs them through ``sh`` and coreutils ``timeout``, so the
@@ -212,11 +213,8 @@ CLONE_PARTS = [(qemu_img, "info", "qemu-img info"),
                (qemu_img, "create_overlay", "qemu-img create -b"),
                (store_module, "_fsync_file", "fsync of the volume file"),
                (store_module, "_fsync_dir", "fsync of volumes/")]
-CAPTURE_PARTS = [(qemu_img, "convert", "qemu-img convert"),
-                 (qemu_img, "info", "qemu-img info"),
-                 (store_module, "_fsync_file", "fsync of the new image (overlaps)"),
-                 (store_module, "sha256_of", "sha256 of it, alongside the fsync"),
-                 (store_module, "_fsync_dir", "fsync of golden/")]
+CAPTURE_PARTS = [(store_module, "flatten", "one pass: map, copy + sha256, fsync"),
+                 (store_module.ImageStore, "_publish", "probe of the result, rename, fsync")]
 
 
 def print_parts(title: str, parts: Parts, totals: list[float], labels: list[str]) -> None:

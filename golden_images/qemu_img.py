@@ -101,6 +101,30 @@ def info(path: Path, fmt: str | None = None) -> dict[str, Any]:
     return parsed
 
 
+def backing_chain(path: Path, fmt: str = "qcow2") -> list[Path]:
+    """The files of ``path``'s backing chain, ``path`` first (the index is ``qemu-img map``'s depth)."""
+    _, out = _run(["info", "--backing-chain", "--output=json", "-f", fmt, str(path)], timeout=PROBE_TIMEOUT_S,
+                  _preexec_fn=_probe_limits)
+    try:
+        layers = json.loads(out)
+        return [Path(str(layer["filename"])) for layer in layers]
+    except (ValueError, TypeError, KeyError) as exc:
+        raise QemuImgError("qemu-img info --backing-chain printed something unexpected") from exc
+
+
+def map_extents(path: Path, fmt: str = "qcow2") -> list[dict[str, Any]]:
+    """``qemu-img map --output=json``: the guest's extents through the whole backing chain, each
+    with ``start``, ``length``, ``data`` and ``zero`` (metadata only; nothing is read)."""
+    _, out = _run(["map", "--output=json", "-f", fmt, str(path)], timeout=WORK_TIMEOUT_S)
+    try:
+        parsed = json.loads(out)
+    except ValueError as exc:
+        raise QemuImgError("qemu-img map printed something that is not JSON") from exc
+    if not isinstance(parsed, list):
+        raise QemuImgError("qemu-img map printed JSON that is not a list")
+    return parsed
+
+
 def convert(src: Path, dst: Path, *, src_format: str, dst_format: str = "qcow2", compress: bool = False,
             on_progress: Callable[[float], None] | None = None, timeout: float = WORK_TIMEOUT_S) -> None:
     """Write ``src`` as a new, self-contained ``dst`` (backing chains flattened).

@@ -37,6 +37,7 @@ from pathlib import Path
 from golden_images import qemu_img
 from golden_images.assess import ImageFacts, ImageRefused, assess
 from golden_images.bundle import extract_single_disk, is_zip
+from golden_images.flatten import NotFlattenable, flatten
 
 CANONICAL = "qcow2"
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")  # volume and image ids; fullmatch: "$" allows a final \n
@@ -91,6 +92,16 @@ def sha256_of(path: Path, on_progress: Progress | None = None) -> str:
                 done += len(chunk)
                 on_progress(100.0 * done / total)
     return digest.hexdigest()
+
+
+def _fsync_and_hash(path: Path, on_progress: Progress | None = None) -> str:
+    """Flush a new file to disk and hash it (from the page cache) at once: hashlib and fsync both
+    release the GIL, so this costs the longer of the two, not the sum."""
+    with ThreadPoolExecutor(max_workers=1) as flusher:
+        flushed = flusher.submit(_fsync_file, path)
+        digest = sha256_of(path, on_progress)
+        flushed.result()
+    return digest
 
 
 def _names(folder: Path, name: re.Pattern[str]) -> set[str]:
@@ -180,18 +191,28 @@ class ImageStore:
         compressed, checksummed and published like an import."""
         with self.workspace() as work:
             converted = work / f"image.{CANONICAL}"
-            qemu_img.convert(volume, converted, src_format=CANONICAL, compress=compress, on_progress=on_progress)
-            return self._publish(converted, CANONICAL)
+            return self._publish(converted, CANONICAL, self._flatten(volume, converted, compress, on_progress))
 
-    def _publish(self, converted: Path, source_format: str) -> StoredImage:
-        # What qemu-img wrote is ours, but check it as strictly as an upload before it is kept.
+    @staticmethod
+    def _flatten(chain: Path, target: Path, compress: bool, on_progress: Progress | None) -> str | None:
+        """Write ``chain`` flattened into the qcow2 ``target``; its sha256 when it was computed on
+        the way (golden_images.flatten: one pass), None when qemu-img converted it (compression,
+        or a chain with compressed clusters) and the file still has to be read for it."""
+        if not compress:
+            try:
+                return flatten(chain, target, on_progress=on_progress)
+            except NotFlattenable:
+                target.unlink(missing_ok=True)
+        qemu_img.convert(chain, target, src_format=CANONICAL, compress=compress, on_progress=on_progress)
+        return None
+
+    def _publish(self, converted: Path, source_format: str, digest: str | None = None) -> StoredImage:
+        """Check, checksum (unless ``digest`` is already known: the file is then fsynced too) and
+        publish a qcow2 made in the workspace."""
+        # What was written is ours, but check it as strictly as an upload before it is kept.
         facts = assess(qemu_img.info(converted, CANONICAL), claimed=CANONICAL, max_virtual_size=self.max_virtual_size)
-        # Flushing the file to disk and hashing it (from the page cache) overlap: hashlib and
-        # fsync both release the GIL, so a capture pays for the longer of the two, not the sum.
-        with ThreadPoolExecutor(max_workers=1) as flusher:
-            flushed = flusher.submit(_fsync_file, converted)
-            digest = sha256_of(converted)
-            flushed.result()
+        if digest is None:
+            digest = _fsync_and_hash(converted)
         target = self.golden_path(digest)
         if target.exists():  # the same image again: keep the one already published
             converted.unlink()
@@ -293,8 +314,9 @@ class ImageStore:
 
     def export_volume(self, volume_id: str, fmt: str, on_progress: Progress | None = None) -> ExportedVolume:
         """Flatten an OS volume (its golden image folded in) into one file of format ``fmt`` and
-        checksum it, replacing an older export. The conversion is 0-60 % of ``on_progress``, the
-        checksum 60-100 %. The volume must not be written meanwhile: a volume exported over NBD
+        checksum it, replacing an older export. A qcow2 is written and hashed in one pass where it
+        can be (golden_images.flatten); otherwise the conversion is 0-60 % of ``on_progress`` and
+        the checksum 60-100 %. The volume must not be written meanwhile: a volume exported over NBD
         is locked by qemu-nbd, and qemu-img refuses to open it."""
         data, meta = self._export_paths(volume_id, fmt)
         stamp = self._volume_stamp(volume_id)
@@ -302,12 +324,14 @@ class ImageStore:
         hash_progress = (lambda pct: on_progress(60 + 0.4 * pct)) if on_progress is not None else None
         with self.workspace() as work:
             made = work / f"export.{fmt}"
-            qemu_img.convert(self.volume_path(volume_id), made, src_format=CANONICAL, dst_format=fmt,
-                             on_progress=convert_progress)
-            with ThreadPoolExecutor(max_workers=1) as flusher:
-                flushed = flusher.submit(_fsync_file, made)
-                digest = sha256_of(made, hash_progress)
-                flushed.result()
+            volume = self.volume_path(volume_id)
+            if fmt == CANONICAL:
+                digest = self._flatten(volume, made, False, convert_progress)
+            else:
+                qemu_img.convert(volume, made, src_format=CANONICAL, dst_format=fmt, on_progress=convert_progress)
+                digest = None
+            if digest is None:
+                digest = _fsync_and_hash(made, hash_progress)
             exported = ExportedVolume(volume_id, fmt, data, digest, made.stat().st_size)
             record = work / "export.json"
             record.write_text(json.dumps({"sha256": digest, "size": exported.size, "volume": stamp}))
