@@ -1,6 +1,6 @@
 """OS volume creation and capture: Ingot's image store (golden_images.store) versus plain ``qemu-img``, one run.
 
-    .venv/bin/python -m bench.clone [--clones 5] [--copies 1] [--capture-repeats 3] [--small-data-mib 512]
+    .venv/bin/python -m bench.clone [--clones 5] [--copies 1] [--capture-repeats 5] [--small-data-mib 512]
         [--capture-mib 256] [--timeout 600] [--tmpdir DIR]
 
 Needs ``qemu-img`` and ``qemu-io`` (Debian package qemu-utils); no root. Takes about 20 s on two
@@ -27,7 +27,8 @@ without and with that fsync. Goals (from Ingot's medians): the 100 GiB clone wit
 
 Capture: a volume cloned from the 1 GiB image gets ``--capture-mib`` (256 MiB) of new random
 data in four pieces (``qemu-io write -s``), then, ``--capture-repeats`` times, in an order that
-rotates every round so that none always runs first on a warm page cache:
+rotates every round so that none always runs first on a warm page cache, each after an untimed
+``sync`` so that none pays for the previous run's writeback:
 - Ingot: ``store.capture(volume)`` (golden_images.flatten: ``qemu-img map`` of the volume, the new
   qcow2 written front to back from the chain's files with its sha256 computed on the way and
   writeback started behind the writer, fsync; then ``qemu-img info`` of the result, rename, fsync
@@ -353,6 +354,7 @@ def time_captures(store: ImageStore, volume: Path, peer_dir: Path, repeats: int,
         shift = round_ % len(steps)
         for name, step in steps[shift:] + steps[:shift]:
             deadline.check(f"capture round {round_ + 1} ({name})")
+            os.sync()  # untimed: every run starts with nothing left to write back from the one before
             step()
     return [ingot, synced, plain]
 
@@ -507,13 +509,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--clones", type=int, default=5, help="timed Ingot clones per image (1-50)")
     parser.add_argument("--copies", type=int, default=1, help="timed full copies per image, each variant (1-5)")
-    parser.add_argument("--capture-repeats", type=int, default=3, help="capture rounds, best shown (1-5)")
+    parser.add_argument("--capture-repeats", type=int, default=5, help="capture rounds, best shown (1-10)")
     parser.add_argument("--small-data-mib", type=int, default=512, help="random data in the 1 GiB image (16-1024)")
     parser.add_argument("--capture-mib", type=int, default=256, help="new data written before capture (16-512)")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds for the whole run (30-3600)")
     parser.add_argument("--tmpdir", help="where the temporary directory goes (default: the system's)")
     args = parser.parse_args(argv)
-    if not (1 <= args.clones <= 50 and 1 <= args.copies <= 5 and 1 <= args.capture_repeats <= 5
+    if not (1 <= args.clones <= 50 and 1 <= args.copies <= 5 and 1 <= args.capture_repeats <= 10
             and 16 <= args.small_data_mib <= 1024 and 16 <= args.capture_mib <= 512 and 30 <= args.timeout <= 3600):
         parser.error("counts, sizes and the timeout are bounded: see --help")
 
