@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 DEBS_TEST := postgresql chromium fonts-dejavu-core openipmi ipmitool atftp curl \
 	iproute2 isc-dhcp-client busybox dhcpcd-base kea-admin kea-dhcp4-server dnsmasq-base tftpd-hpa \
 	bind9-dnsutils ipxe ipxe-qemu qemu-system-x86 cpio qemu-utils \
-	mmdebstrap extlinux syslinux-common fdisk zstd e2fsprogs
+	mmdebstrap extlinux syslinux-common fdisk zstd e2fsprogs ovmf
 DEBS_DEMO := ipxe
 
 .PHONY: demo test lint typecheck unit deps-test deps-demo venv clean

@@ -1,8 +1,9 @@
 """A QEMU VM that network-boots from a tap device inside a test network namespace.
 
-Always ``-accel tcg`` (``/dev/kvm`` on these machines exists but hangs guests). The NIC is
-virtio-net-pci with QEMU's default option ROM for it, which Debian's ``ipxe-qemu`` provides
-(``efi-virtio.rom``: iPXE for both BIOS and UEFI), so the firmware's network boot *is* iPXE.
+The command line comes from :mod:`lab.qemu` (the emulated rack's servers), here in its one-shot form: the guest
+runs at once (no BMC), ``-accel tcg`` (``/dev/kvm`` on these machines exists but hangs guests), one
+virtio-net-pci NIC first in the boot order with QEMU's default option ROM for it, which Debian's ``ipxe-qemu``
+provides (``efi-virtio.rom``: iPXE for both BIOS and UEFI), so the firmware's network boot *is* iPXE.
 The serial port goes to a file the test polls; ``-no-reboot`` plus the guest's ``poweroff -f``
 make QEMU exit by itself. The VM is stopped by its own PID (``ip netns exec`` execs QEMU, so the
 Popen's PID is QEMU's).
@@ -11,37 +12,42 @@ Popen's PID is QEMU's).
 from __future__ import annotations
 
 import re
-import shutil
 import signal
 import subprocess
 import time
+import uuid
 from pathlib import Path
 
-OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE.fd")
-OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS.fd")
+from appliance.drivers.types import BootDevice
+from lab import qemu as lab_qemu
+
+OVMF_CODE = lab_qemu.OVMF_CODE
+OVMF_VARS = lab_qemu.OVMF_VARS
+_VM_UUIDS = uuid.UUID("0e7f3c55-2b1d-4f0a-9a7e-6d5c4b3a2910")
 
 
 class VmError(AssertionError):
     """The serial console did not show what the test waited for."""
 
 
-def qemu_argv(tap: str, mac: str, serial_log: Path, *, firmware: str = "bios", memory_mb: int = 512) -> list[str]:
-    argv = ["qemu-system-x86_64", "-accel", "tcg", "-nographic", "-nodefaults", "-m", str(memory_mb),
-            "-boot", "n",
-            "-netdev", f"tap,id=n0,ifname={tap},script=no,downscript=no",
-            "-device", f"virtio-net-pci,netdev=n0,mac={mac}",
-            "-serial", f"file:{serial_log}", "-no-reboot"]
-    if firmware == "uefi":
-        if not OVMF_CODE.is_file():
-            raise FileNotFoundError(f"{OVMF_CODE} is missing: UEFI VMs need the Debian package ovmf")
-        variables = serial_log.with_suffix(".vars.fd")
-        shutil.copyfile(OVMF_VARS, variables)
-        argv += ["-machine", "q35",
-                 "-drive", f"if=pflash,format=raw,readonly=on,file={OVMF_CODE}",
-                 "-drive", f"if=pflash,format=raw,file={variables}"]
-    elif firmware != "bios":
+def vm_spec(tap: str, mac: str, serial_log: Path, *, firmware: str = "bios", memory_mb: int = 512) -> lab_qemu.QemuSpec:
+    """The one-shot netboot VM as a :class:`lab.qemu.QemuSpec` (its UUID follows from the MAC)."""
+    if firmware not in ("bios", "uefi"):
         raise ValueError(f"firmware must be 'bios' or 'uefi', not {firmware!r}")
-    return argv
+    return lab_qemu.QemuSpec(name=re.sub(r"[^A-Za-z0-9_.-]", "-", serial_log.stem) or "vm", index=0, macs=(mac,),
+                             taps=(tap,), serial_log=serial_log, firmware=lab_qemu.Firmware(firmware),
+                             memory_mb=memory_mb, nic_rom="ipxe", default_boot="pxe",
+                             uuid=uuid.uuid5(_VM_UUIDS, mac.lower()))
+
+
+def qemu_argv(tap: str, mac: str, serial_log: Path, *, firmware: str = "bios", memory_mb: int = 512) -> list[str]:
+    """QEMU's argv for a VM that boots from the network at once and exits when the guest reboots or powers
+    off. A UEFI VM gets its own copy of the OVMF variables next to ``serial_log``."""
+    spec = vm_spec(tap, mac, serial_log, firmware=firmware, memory_mb=memory_mb)
+    if spec.firmware == lab_qemu.Firmware.UEFI and spec.uefi_vars_path.is_file():
+        spec.uefi_vars_path.unlink()  # a fresh NVRAM per run, as before
+    lab_qemu.prepare_files(spec)
+    return lab_qemu.qemu_argv(spec, standby=False, initial_boot=BootDevice.PXE)
 
 
 def start_vm(netns: str, tap: str, mac: str, serial_log: Path, *, firmware: str = "bios",
