@@ -11,7 +11,9 @@ DEBS_TEST := postgresql chromium fonts-dejavu-core openipmi ipmitool atftp curl 
 	iproute2 isc-dhcp-client busybox dhcpcd-base kea-admin kea-dhcp4-server dnsmasq-base tftpd-hpa \
 	bind9-dnsutils ipxe ipxe-qemu qemu-system-x86 cpio qemu-utils \
 	mmdebstrap extlinux syslinux-common fdisk zstd e2fsprogs ovmf
-DEBS_DEMO := ipxe
+# The demo's emulated rack: QEMU with iPXE ROMs and OVMF, the image builders, ipmitool.
+DEBS_DEMO := iproute2 ipmitool ipxe ipxe-qemu qemu-system-x86 qemu-utils ovmf busybox cpio \
+	mmdebstrap extlinux syslinux-common fdisk zstd e2fsprogs
 
 .PHONY: demo test lint typecheck unit deps-test deps-demo venv clean
 

@@ -49,6 +49,7 @@ import pyghmi.ipmi.private.session as pyghmi_session
 
 from appliance.discovery import rmcp
 from appliance.drivers.types import BootDevice, BootSetting, PowerState
+from lab.netns import in_own_namespace
 
 log = logging.getLogger(__name__)
 
@@ -351,7 +352,7 @@ class VirtualBmc(pyghmi_bmc.Bmc):  # type: ignore[misc]  # pyghmi is untyped
         # Deliberately not calling IpmiServer.__init__: it binds through pyghmi's global socket pool and
         # starts its I/O thread. The attributes below are the ones pyghmi's server code reads.
         apply_client_interop_patch()
-        _require_loopback(address)
+        require_safe_bind(address)
         self.machine = machine
         self.fault = fault
         self.slow_s = slow_s
@@ -571,9 +572,12 @@ def _call_now(delay: float, callback: Callable[[], None]) -> None:
     callback()  # without a fleet there is no timer to wait on
 
 
-def _require_loopback(address: str) -> None:
-    if not ipaddress.ip_address(address).is_loopback:
-        raise ValueError(f"lab BMCs bind loopback addresses only, not {address}")
+def require_safe_bind(address: str) -> None:
+    """Refuse an address a lab BMC must not listen on: anything but loopback in the machine's own
+    network namespace. Inside a lab's namespace every interface is the lab's, so there the BMCs
+    take their management addresses."""
+    if not ipaddress.ip_address(address).is_loopback and not in_own_namespace():
+        raise ValueError(f"lab BMCs bind loopback addresses only (outside a lab namespace), not {address}")
 
 
 # ============================================================================================================

@@ -1,158 +1,239 @@
-"""``make demo``: run the appliance on embedded defaults and show its main job so far.
+"""``make demo``: the main job on the emulated rack, as far as the project has got.
 
-Today that is: start ``ingot serve`` (SQLite and a self-signed certificate under ./var), log in
-through the REST API as OneView clients do, run a long operation as a task (an appliance backup)
-with a progress bar, print what the appliance holds, and say where to log in. Later issues extend
-this to the emulated rack (power on, PXE, deploy, capture).
+Brings the lab up (lab/rack.py: 3 QEMU servers, the last one UEFI, each behind a virtual BMC, and
+the appliance on a private provisioning network), then does what staff would do through the
+REST API: enroll each server by its BMC address only, set a one-time PXE boot, power it on, and
+watch it PXE-boot through Ingot's DHCP, TFTP and HTTP into the deploy ramdisk until its agent
+reports on the serial console. Progress bars follow each server's phases; a final table gives the
+time of each phase (power-on -> DHCP -> boot loader -> kernel -> agent), and the UI address and
+login are printed.
 
-Interactive runs keep the appliance up until Ctrl-C; non-interactive runs (no TTY on stdin) stop
-it and exit 0 once the job succeeded, non-zero if any step failed.
+Exit status 0 only if every server reached its agent. Interactive runs (a TTY on stdin) keep the
+lab up until Ctrl-C; otherwise it is taken down at the end. ``INGOT_HOME`` (default ./var) holds
+the lab and its image cache; ``DEMO_SERVERS`` / ``DEMO_UEFI`` change the rack.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
-import signal
-import subprocess
+import re
+import ssl
 import sys
 import time
+from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from lab import rack
+
 REPO = Path(__file__).resolve().parents[1]
-console = Console()
+BOOT_TIMEOUT_S = 300.0  # TCG on two cores: ~10 s (BIOS) to ~30 s (UEFI) per server measured
+TASK_TIMEOUT_S = 120.0
+ACTIVE = ("New", "Starting", "Pending", "Running", "Stopping")
+PHASES = ("power-on", "DHCP", "boot loader", "kernel", "agent")
+AGENT_LINE = re.compile(r"INGOT-AGENT started mac=(\S+) ip=(\S+)")
+console = Console(width=None if sys.stdout.isatty() else 132)  # a log file gets the whole table
 
 
-def _env(home: Path) -> dict[str, str]:
-    env = dict(os.environ)
-    env.setdefault("INGOT_HOME", str(home))
-    env.setdefault("INGOT_BIND_ADDRESS", "127.0.0.1")  # the demo is for this machine only
-    env.setdefault("INGOT_HTTPS_PORT", "8443")
-    env.setdefault("INGOT_HTTP_PORT", "8080")
-    # Unprivileged ports on loopback: the demo must not need root or collide with a local resolver.
-    env.setdefault("INGOT_TFTP_PORT", "6969")
-    env.setdefault("INGOT_DNS_PORT", "5354")
-    env.setdefault("INGOT_LOG_FORMAT", "text")
-    return env
+@dataclass
+class Server:
+    name: str
+    firmware: str
+    bmc: dict[str, Any]
+    mac: str
+    serial_log: Path
+    uri: str | None = None
+    ip: str | None = None
+    at: dict[str, float] = field(default_factory=dict)  # phase -> epoch seconds
+    error: str | None = None
+
+    @property
+    def phase(self) -> int:
+        return sum(1 for p in PHASES if p in self.at)
 
 
-def _password(env: dict[str, str], home: Path) -> str:
-    if env.get("INGOT_ADMIN_PASSWORD"):
-        return env["INGOT_ADMIN_PASSWORD"]
-    return (home / "initial-admin-password").read_text().strip()
+def _wait_task(api: httpx.Client, uri: str) -> dict[str, Any]:
+    deadline = time.monotonic() + TASK_TIMEOUT_S
+    while True:
+        task: dict[str, Any] = api.get(uri).json()
+        if task["taskState"] not in ACTIVE:
+            return task
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"task {uri} still {task['taskState']} after {TASK_TIMEOUT_S:.0f} s")
+        time.sleep(0.2)
+
+
+def _task_error(task: dict[str, Any]) -> str:
+    return "; ".join(str(e.get("message")) for e in task.get("taskErrors") or []) or task["taskState"]
+
+
+def _epoch(stamp: str) -> float:
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+
+
+def enroll(api: httpx.Client, servers: list[Server]) -> None:
+    """Add every server by its BMC address and credentials only, as staff would (tasks, at once)."""
+    started = {s.name: api.post("/rest/server-hardware", json={
+        "hostname": s.bmc["address"], "port": s.bmc["port"], "username": s.bmc["user"],
+        "password": s.bmc["password"], "driver": "ipmi"}) for s in servers}
+    for server in servers:
+        response = started[server.name]
+        if response.status_code != 202:
+            server.error = f"enrolment refused: {response.text[:200]}"
+            continue
+        task = _wait_task(api, response.headers["location"])
+        if task["taskState"] != "Completed":
+            server.error = f"enrolment failed: {_task_error(task)}"
+            continue
+        server.uri = task["associatedResource"]["resourceUri"]
+
+
+def power_on_to_pxe(api: httpx.Client, server: Server) -> None:
+    assert server.uri is not None
+    for path, body in (("bootDevice", {"device": "pxe", "persistent": False}),
+                       ("powerState", {"powerState": "On", "powerControl": "MomentaryPress"})):
+        response = api.put(f"{server.uri}/{path}", json=body)
+        task = _wait_task(api, response.headers["location"]) if response.status_code == 202 else None
+        if task is None or task["taskState"] != "Completed":
+            server.error = f"{path} failed: {_task_error(task) if task else response.text[:200]}"
+            return
+    server.at["power-on"] = time.time()
+
+
+def observe(api: httpx.Client, servers: list[Server]) -> None:
+    """Fill in each server's phases from the appliance's boot events and its serial console."""
+    events = api.get("/rest/boot-events", params={"count": "500"}).json()["members"]
+    for event in reversed(events):  # oldest first
+        for server in servers:
+            started = server.at.get("power-on")
+            if started is None or _epoch(event["at"]) < started - 1:
+                continue
+            at = _epoch(event["at"])
+            mine = (event.get("mac") or "").lower() == server.mac or (server.ip and event.get("clientIp") == server.ip)
+            if not mine:
+                continue
+            detail = event.get("detail") or ""
+            if event["service"] == "dhcp" and event["action"].endswith("ACK"):
+                server.at.setdefault("DHCP", at)
+                server.ip = server.ip or detail.split(" ", 1)[0]
+            elif event["service"] in ("tftp", "http") and ("boot.ipxe" in detail or event["service"] == "tftp"):
+                server.at.setdefault("boot loader", at)
+            elif event["service"] == "http" and "vmlinuz" in detail:
+                server.at.setdefault("kernel", at)
+    for server in servers:
+        if "agent" in server.at or not server.serial_log.exists():
+            continue
+        match = AGENT_LINE.search(server.serial_log.read_text(errors="replace"))
+        if match:
+            server.at["agent"] = time.time()
+            server.ip = match.group(2).split("/", 1)[0]
+
+
+def boot_all(api: httpx.Client, servers: list[Server]) -> None:
+    with Progress(TextColumn("{task.description:<8}"), BarColumn(), TextColumn("{task.fields[phase]:<34}"),
+                  TimeElapsedColumn(), console=console) as progress:
+        bars = {s.name: progress.add_task(s.name, total=len(PHASES), phase="enrolling by BMC address") for s in servers}
+
+        def show(server: Server) -> None:
+            text = server.error or (f"{PHASES[server.phase - 1]} done" if server.phase else "waiting")
+            if server.phase == len(PHASES):
+                text = f"agent up at {server.ip}"
+            progress.update(bars[server.name], completed=server.phase, phase=text[:34])
+
+        enroll(api, servers)
+        for server in servers:
+            if server.error is None:
+                progress.update(bars[server.name], phase="one-time PXE, power on")
+                power_on_to_pxe(api, server)
+            show(server)
+        deadline = time.monotonic() + BOOT_TIMEOUT_S
+        while time.monotonic() < deadline and any(s.error is None and s.phase < len(PHASES) for s in servers):
+            observe(api, servers)
+            for server in servers:
+                show(server)
+            time.sleep(0.5)
+        for server in servers:
+            if server.error is None and server.phase < len(PHASES):
+                server.error = f"no agent within {BOOT_TIMEOUT_S:.0f} s (last phase: " \
+                               f"{PHASES[server.phase - 1] if server.phase else 'none'})"
+            show(server)
+
+
+def report(servers: list[Server]) -> None:
+    table = Table(title="Servers: seconds from power-on")
+    for column in ("Server", "Firmware", "BMC", "MAC", "Address", *PHASES[1:], "State"):
+        table.add_column(column)
+    for s in servers:
+        start = s.at.get("power-on")
+        times = [f"{s.at[p] - start:.1f}" if start and p in s.at else "-" for p in PHASES[1:]]
+        state = "[green]agent running[/green]" if s.phase == len(PHASES) else f"[red]{s.error}[/red]"
+        table.add_row(s.name, s.firmware, f"{s.bmc['address']}:{s.bmc['port']}", s.mac, s.ip or "-", *times, state)
+    console.print(table)
 
 
 def main() -> int:
     home = Path(os.environ.get("INGOT_HOME", REPO / "var")).resolve()
-    home.mkdir(parents=True, exist_ok=True)
-    env = _env(home)
-    ready = home / "demo-ready"
-    ready.unlink(missing_ok=True)
-    log_path = home / "appliance.log"
-    ingot = str(Path(sys.executable).with_name("ingot"))
-    console.rule("[bold]Ingot demo")
-    console.print(f"Starting the appliance (state in {home}, log in {log_path}) ...")
-    with open(log_path, "ab") as log:
-        proc = subprocess.Popen([ingot, "serve", "--ready-file", str(ready)], env=env, stdout=log,
-                                stderr=subprocess.STDOUT)
+    servers_wanted = int(os.environ.get("DEMO_SERVERS", "3"))
+    uefi = int(os.environ.get("DEMO_UEFI", "1"))
+    console.rule("[bold]Ingot demo: the emulated rack")
+    with contextlib.suppress(rack.LabError):  # a lab left by an earlier run that did not finish
+        rack.down(home, say=lambda line: console.print(f"(earlier lab) {line}"))
     try:
-        return _run(proc, ready, env, home, log_path)
+        state = rack.up(home, servers=servers_wanted, uefi=uefi, say=console.print)
+    except (rack.LabError, OSError) as exc:
+        console.print(f"[red]The lab could not be brought up: {exc}[/red]")
+        return 1
+    try:
+        return _main_job(home, state)
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        console.print("Appliance stopped.")
+        if not sys.stdin.isatty():
+            rack.down(home, say=console.print)
 
 
-def _run(proc: subprocess.Popen[bytes], ready: Path, env: dict[str, str], home: Path, log_path: Path) -> int:
-    deadline = time.monotonic() + 60
-    while not (ready.is_file() and ready.read_text().strip()):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            console.print(f"[red]The appliance did not start; last log lines:[/red]\n"
-                          f"{log_path.read_text()[-2000:]}")
-            return 1
-        time.sleep(0.1)
-    https_port, http_port = ready.read_text().split()
-    url = f"https://127.0.0.1:{https_port}"
-    password = _password(env, home)
-    # The demo talks to its own freshly generated self-signed certificate.
-    with httpx.Client(base_url=url, verify=str(home / "tls" / "tls.crt"), timeout=30,
+def _main_job(home: Path, state: dict[str, Any]) -> int:
+    servers = [Server(s["name"], s["firmware"], s["bmc"], s["macs"][0].lower(), Path(s["serial_log"]))
+               for s in state["servers"]]
+    admin = state["admin"]
+    # The lab's appliance has its own self-signed certificate (valid for 127.0.0.1, where the forwarder is).
+    with httpx.Client(base_url=state["url"], verify=ssl.create_default_context(cafile=state["ca_cert"]), timeout=30,
                       headers={"X-API-Version": "4600"}) as api:
-        version = api.get("/rest/version").json()
-        console.print(f"REST API up: currentVersion {version['currentVersion']}, "
-                      f"minimumVersion {version['minimumVersion']}")
-        login = api.post("/rest/login-sessions", json={"userName": "Administrator", "password": password})
+        login = api.post("/rest/login-sessions", json={"userName": admin["user"], "password": admin["password"]})
         if login.status_code != 200:
-            console.print(f"[red]Login failed: {login.json().get('message')}[/red]")
+            console.print(f"[red]Login failed: {login.text[:200]}[/red]")
             return 1
         api.headers["auth"] = login.json()["sessionID"]
-        ok = _backup(api)
-        _summary(api)
-        api.delete("/rest/login-sessions")
-
+        console.rule("[bold]Enroll by BMC address, PXE-boot into the deploy ramdisk")
+        boot_all(api, servers)
+    report(servers)
+    ok = all(s.phase == len(PHASES) for s in servers)
     console.rule("[bold]Log in")
-    console.print(f"Web UI and REST API: [bold]{url}/ui/[/bold]  (self-signed certificate)")
-    where = ("from INGOT_ADMIN_PASSWORD" if env.get("INGOT_ADMIN_PASSWORD")
-             else f"in {home / 'initial-admin-password'}")
-    console.print(f"User: [bold]Administrator[/bold]  Password: {where}")
-    console.print(f"CLI: .venv/bin/ingot login --host {url} --insecure")
-    console.print(f"Boot listener (plain HTTP): http://127.0.0.1:{http_port}/")
-    if not ok:
-        return 1
-    if sys.stdin.isatty():
-        console.print("The appliance keeps running; press Ctrl-C to stop it.")
+    console.print(f"Web UI and REST API: [bold]{state['url']}/ui/[/bold]  (self-signed certificate: "
+                  f"{state['ca_cert']})")
+    console.print(f"User: [bold]{admin['user']}[/bold]  Password: [bold]{admin['password']}[/bold]")
+    console.print(f"CLI: .venv/bin/ingot login --host {state['url']} --ca-cert {state['ca_cert']};  "
+                  f"lab: .venv/bin/ingot lab status --home {home}")
+    (home / "lab" / "demo-result.json").write_text(json.dumps(
+        [{"name": s.name, "firmware": s.firmware, "ip": s.ip, "error": s.error,
+          "seconds": {p: round(s.at[p] - s.at["power-on"], 2) for p in PHASES if p in s.at and "power-on" in s.at}}
+         for s in servers], indent=2))
+    if not ok and sys.stdin.isatty():
+        console.print(f"The lab stays up for a look (serial logs: .venv/bin/ingot lab console NAME --home {home}); "
+                      f"take it down with .venv/bin/ingot lab down --home {home}")
+    if ok and sys.stdin.isatty():
+        console.print("The lab keeps running; press Ctrl-C to take it down.")
         with contextlib.suppress(KeyboardInterrupt):
-            proc.wait()
-    return 0
-
-
-def _backup(api: httpx.Client) -> bool:
-    started = api.post("/rest/backups", json={})
-    if started.status_code != 202:
-        console.print(f"[red]Could not start a backup: {started.text}[/red]")
-        return False
-    task_uri = started.headers["Location"]
-    with Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
-                  TextColumn("{task.fields[status]}"), console=console) as progress:
-        bar = progress.add_task("Appliance backup (task)", total=100, status="Queued.")
-        deadline = time.monotonic() + 300
-        while True:
-            task = api.get(task_uri).json()
-            progress.update(bar, completed=task["percentComplete"], status=task["taskStatus"])
-            if task["taskState"] not in ("New", "Starting", "Pending", "Running", "Stopping"):
-                break
-            if time.monotonic() > deadline:
-                console.print("[red]The backup task did not finish in 5 minutes.[/red]")
-                return False
-            time.sleep(0.2)
-    if task["taskState"] != "Completed":
-        console.print(f"[red]Backup {task['taskState']}: {task['taskErrors']}[/red]")
-        return False
-    backup = api.get(task["associatedResource"]["resourceUri"]).json()
-    console.print(f"Backup [bold]{backup['name']}[/bold]: {backup['fileSize']} bytes, sha256 {backup['sha256'][:16]}…")
-    return True
-
-
-def _summary(api: httpx.Client) -> None:
-    tasks = api.get("/rest/tasks", params={"count": 10}).json()
-    table = Table(title=f"Recent tasks ({tasks['total']} in all)")
-    for column in ("Task", "State", "%", "Owner", "Status"):
-        table.add_column(column)
-    for task in tasks["members"]:
-        table.add_row(task["name"], task["taskState"], str(task["percentComplete"]), task["owner"], task["taskStatus"])
-    console.print(table)
-    alerts = api.get("/rest/alerts", params={"filter": "alertState='Active'"}).json()
-    for alert in alerts["members"]:
-        console.print(f"[yellow]Alert ({alert['severity']}):[/yellow] {alert['description']} "
-                      f"— {alert['correctiveAction']}")
+            while True:
+                time.sleep(3600)
+        rack.down(home, say=console.print)
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

@@ -199,3 +199,13 @@ def in_namespace(ns: str, work: Callable[[], T], timeout: float = 10.0) -> T:
         raise box["error"]
     result: T = box["result"]
     return result
+
+
+def in_own_namespace() -> bool:
+    """Whether this process runs inside a named network namespace (one ``ip netns add`` made, such
+    as a lab's), not in the machine's own (which is never under /run/netns)."""
+    try:
+        own = os.stat("/proc/self/ns/net").st_ino
+        return any(entry.stat().st_ino == own for entry in NETNS_DIR.iterdir())
+    except OSError:
+        return False

@@ -1,7 +1,8 @@
 """Virtual BMCs for QEMU servers: ``python -m lab.vbmc CONFIG.json``.
 
 One process runs one :class:`QemuBmc` (a :class:`lab.bmc.VirtualBmc`) per server, each on its own loopback
-address and UDP port, in front of a :class:`lab.qemu.QemuMachine` it starts. Ingot (or ``ipmitool -I lanplus``)
+address and UDP port (inside a lab's namespace: its own management address), in front of a
+:class:`lab.qemu.QemuMachine` it starts. Ingot (or ``ipmitool -I lanplus``)
 then powers and boots the VMs exactly as it would real servers. It prints one JSON line per BMC when ready::
 
     {"name": "node-0", "address": "127.0.0.1", "port": 16230, "pid": 4242, "serial": "INGQEMU000000",
@@ -43,7 +44,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ipaddress
 import json
 import logging
 import selectors
@@ -60,7 +60,7 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from lab.bmc import VirtualBmc
+from lab.bmc import VirtualBmc, require_safe_bind
 from lab.qemu import MachineError, QemuMachine, QemuSpec, QemuStartError
 
 log = logging.getLogger(__name__)
@@ -84,7 +84,8 @@ class ServerConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    address: str = Field(default="127.0.0.1", description="loopback address the BMC binds")
+    address: str = Field(default="127.0.0.1",
+                         description="address the BMC binds: loopback, or any inside a lab's own namespace")
     port: int = Field(default=623, ge=0, le=65535, description="UDP port; 0 picks a free one")
     user: str | None = None
     password: str | None = Field(default=None, repr=False)
@@ -92,9 +93,8 @@ class ServerConfig(BaseModel):
 
     @field_validator("address")
     @classmethod
-    def _loopback(cls, value: str) -> str:
-        if not ipaddress.ip_address(value).is_loopback:
-            raise ValueError(f"lab BMCs bind loopback addresses only, not {value}")
+    def _safe_address(cls, value: str) -> str:
+        require_safe_bind(value)
         return value
 
 

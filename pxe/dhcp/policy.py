@@ -20,12 +20,14 @@ Two modes (:attr:`SubnetConfig.mode`):
     A PXE client then usually sends a REQUEST to port 4011 (PXE 2.1 §2.2.4, "Boot Server
     request"); pass ``local_port=4011`` and it gets an ACK with the same boot options, sent back
     to its source address (:attr:`DestinationKind.SOURCE`). Port-4011 requests are answered the
-    same way in server mode. Proxy offers to PXEClient firmware carry option 43 with
-    ``PXE_DISCOVERY_CONTROL`` (sub-option 6) = 0x08: "the boot file in this offer is the one to
-    use; skip boot server discovery and menus". We chose bit 3 rather than bits 0/1 ("no
-    broadcast/multicast discovery") because bit 3 alone already stops discovery and is what
-    every PXE ROM we know of handles; without option 43 at all some ROMs wait for a
-    discovery that never comes.
+    same way in server mode. Offers to PXEClient firmware (proxy and server mode alike) carry
+    option 43 with ``PXE_DISCOVERY_CONTROL`` (sub-option 6) = 0x08: "the boot file in this offer
+    is the one to use; skip boot server discovery and menus". We chose bit 3 rather than bits 0/1
+    ("no broadcast/multicast discovery") because bit 3 alone already stops discovery and is what
+    every PXE ROM we know of handles; without option 43 at all some ROMs wait for a discovery
+    that never comes, and UEFI's own PXE client (EDK2, OVMF) takes a PXEClient offer without it
+    for one that needs a boot-server request first, then gives up ("PXE-E16: No valid offer
+    received") - seen with the lab's UEFI servers.
 
 Boot options
 ------------
@@ -292,7 +294,7 @@ def _add_boot_options(reply: DhcpPacket, request: DhcpPacket, config: SubnetConf
     machine_id = request.options.get(Option.CLIENT_MACHINE_ID)
     if machine_id is not None:
         options[Option.CLIENT_MACHINE_ID] = machine_id
-    if proxy and method.reply_vendor_class == b"PXEClient":
+    if method.reply_vendor_class == b"PXEClient":
         options[Option.VENDOR_SPECIFIC] = _PXE_VENDOR_OPTIONS
     return _Boot(dataclasses.replace(reply, siaddr=siaddr, file=file, options=options), method)
 

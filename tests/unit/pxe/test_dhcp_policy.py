@@ -128,7 +128,7 @@ def test_bios_pxe_dora() -> None:
         assert reply.tftp_server_name == "10.0.0.1"
         assert reply.vendor_class == b"PXEClient"
         assert reply.client_machine_id == bytes(16)
-        assert Option.VENDOR_SPECIFIC not in reply.options  # only proxy offers carry option 43
+        assert reply.options[Option.VENDOR_SPECIFIC] == b"\x06\x01\x08\xff"  # use this file: no discovery
 
 
 def test_uefi_pxe_dora_uses_tftp_server_override() -> None:
