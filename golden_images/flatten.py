@@ -28,6 +28,7 @@ import os
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -109,9 +110,18 @@ def _pieces(layout: Layout) -> Iterator[tuple[int, int]]:
             offset += length
 
 
-def flatten(chain: Path, destination: Path, *, on_progress: Progress | None = None) -> str:
+@dataclass(frozen=True)
+class Flattened:
+    sha256: str
+    info: dict[str, Any]  # ``qemu-img info`` of the new file (its structure is all in front of the data)
+
+
+def flatten(chain: Path, destination: Path, *, on_progress: Progress | None = None) -> Flattened:
     """Write the guest view of the qcow2 ``chain`` as a new self-contained qcow2 at
-    ``destination`` (which must not exist), fsynced; return its SHA-256."""
+    ``destination`` (which must not exist), fsynced; return its SHA-256 and ``qemu-img info``.
+
+    The probe of the new file runs while its data is copied: everything ``qemu-img info`` reads
+    (header, tables) is written first and never changes, so it need not wait for the data."""
     with ThreadPoolExecutor(max_workers=1) as asking:  # two qemu-img runs at once: ~10 ms each
         chain_files = asking.submit(qemu_img.backing_chain, chain)
         extents = qemu_img.map_extents(chain)
@@ -130,10 +140,12 @@ def flatten(chain: Path, destination: Path, *, on_progress: Progress | None = No
         source = _Source(extents, fds)
         out = stack.enter_context(destination.open("xb", buffering=0))
         hasher = stack.enter_context(ThreadPoolExecutor(max_workers=1, thread_name_prefix="flatten-sha256"))
+        prober = stack.enter_context(ThreadPoolExecutor(max_workers=1, thread_name_prefix="flatten-probe"))
         fd = out.fileno()
         metadata = memoryview(layout.metadata())
         digest.update(metadata)
         _write_all(fd, metadata)
+        probed = prober.submit(qemu_img.info, destination, "qcow2")
         written, flushed, done = len(metadata), 0, 0
         hashing: deque[Future[None]] = deque()
         for n, (offset, length) in enumerate(_pieces(layout)):
@@ -157,4 +169,5 @@ def flatten(chain: Path, destination: Path, *, on_progress: Progress | None = No
         if written != layout.file_size:
             raise OSError(f"wrote {written} bytes where the plan has {layout.file_size}")
         os.fsync(fd)
-    return digest.hexdigest()
+        info = probed.result()
+    return Flattened(digest.hexdigest(), info)

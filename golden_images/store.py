@@ -37,7 +37,7 @@ from pathlib import Path
 from golden_images import qemu_img
 from golden_images.assess import ImageFacts, ImageRefused, assess
 from golden_images.bundle import extract_single_disk, is_zip
-from golden_images.flatten import NotFlattenable, flatten
+from golden_images.flatten import Flattened, NotFlattenable, flatten
 
 CANONICAL = "qcow2"
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")  # volume and image ids; fullmatch: "$" allows a final \n
@@ -194,10 +194,10 @@ class ImageStore:
             return self._publish(converted, CANONICAL, self._flatten(volume, converted, compress, on_progress))
 
     @staticmethod
-    def _flatten(chain: Path, target: Path, compress: bool, on_progress: Progress | None) -> str | None:
-        """Write ``chain`` flattened into the qcow2 ``target``; its sha256 when it was computed on
-        the way (golden_images.flatten: one pass), None when qemu-img converted it (compression,
-        or a chain with compressed clusters) and the file still has to be read for it."""
+    def _flatten(chain: Path, target: Path, compress: bool, on_progress: Progress | None) -> Flattened | None:
+        """Write ``chain`` flattened into the qcow2 ``target``: in one pass with its sha256 and probe
+        (golden_images.flatten), or None when qemu-img converted it (compression, or a chain with
+        compressed clusters) and the file still has to be probed and read for its checksum."""
         if not compress:
             try:
                 return flatten(chain, target, on_progress=on_progress)
@@ -206,13 +206,13 @@ class ImageStore:
         qemu_img.convert(chain, target, src_format=CANONICAL, compress=compress, on_progress=on_progress)
         return None
 
-    def _publish(self, converted: Path, source_format: str, digest: str | None = None) -> StoredImage:
-        """Check, checksum (unless ``digest`` is already known: the file is then fsynced too) and
-        publish a qcow2 made in the workspace."""
+    def _publish(self, converted: Path, source_format: str, flattened: Flattened | None = None) -> StoredImage:
+        """Check, checksum (unless ``flattened`` already did both: the file is then fsynced too)
+        and publish a qcow2 made in the workspace."""
         # What was written is ours, but check it as strictly as an upload before it is kept.
-        facts = assess(qemu_img.info(converted, CANONICAL), claimed=CANONICAL, max_virtual_size=self.max_virtual_size)
-        if digest is None:
-            digest = _fsync_and_hash(converted)
+        info = flattened.info if flattened is not None else qemu_img.info(converted, CANONICAL)
+        facts = assess(info, claimed=CANONICAL, max_virtual_size=self.max_virtual_size)
+        digest = flattened.sha256 if flattened is not None else _fsync_and_hash(converted)
         target = self.golden_path(digest)
         if target.exists():  # the same image again: keep the one already published
             converted.unlink()
@@ -325,13 +325,10 @@ class ImageStore:
         with self.workspace() as work:
             made = work / f"export.{fmt}"
             volume = self.volume_path(volume_id)
-            if fmt == CANONICAL:
-                digest = self._flatten(volume, made, False, convert_progress)
-            else:
+            flattened = self._flatten(volume, made, False, convert_progress) if fmt == CANONICAL else None
+            if flattened is None and fmt != CANONICAL:
                 qemu_img.convert(volume, made, src_format=CANONICAL, dst_format=fmt, on_progress=convert_progress)
-                digest = None
-            if digest is None:
-                digest = _fsync_and_hash(made, hash_progress)
+            digest = flattened.sha256 if flattened is not None else _fsync_and_hash(made, hash_progress)
             exported = ExportedVolume(volume_id, fmt, data, digest, made.stat().st_size)
             record = work / "export.json"
             record.write_text(json.dumps({"sha256": digest, "size": exported.size, "volume": stamp}))

@@ -108,8 +108,10 @@ def test_flatten_reads_back_as_the_chain(tmp_path: Path) -> None:
     _golden, volume = golden_and_volume(tmp_path)
     seen: list[float] = []
     first = tmp_path / "flat-1.qcow2"
-    digest = flatten(volume, first, on_progress=seen.append)
+    made = flatten(volume, first, on_progress=seen.append)
+    digest = made.sha256
     assert digest == hashlib.sha256(first.read_bytes()).hexdigest()
+    assert made.info["virtual-size"] == 24 * MIB + 1536 and made.info["format"] == "qcow2"
     assert seen and seen[-1] == 100.0 and seen == sorted(seen)
     clean(first)
     info = qemu_img.info(first)
@@ -119,7 +121,7 @@ def test_flatten_reads_back_as_the_chain(tmp_path: Path) -> None:
     qemu_img.convert(volume, converted, src_format="qcow2")
     assert qemu_img.identical(first, converted)
     second = tmp_path / "flat-2.qcow2"
-    assert flatten(volume, second) == digest  # the same chain gives the same file: content addressing holds
+    assert flatten(volume, second).sha256 == digest  # the same chain, the same file: content addressing holds
     with pytest.raises(FileExistsError):
         flatten(volume, first)
 
