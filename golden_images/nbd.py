@@ -9,8 +9,10 @@ server reads and writes it over the network (Linux ``nbd-client``, iPXE's ``sanb
 - QEMU's image locking backs this up: while ``qemu-nbd`` holds the volume open for writing, no
   ``qemu-img`` can open it, so a capture or export of a volume in use fails instead of reading a
   disk that changes under it. The service refuses those earlier with a clear 409.
-- Readiness is read from the kernel's table of listening sockets, not by connecting: a probe
-  connection would take the one client slot for a moment.
+- Readiness is qemu-nbd's pid file, which it writes once the image is open, not the listening
+  socket: qemu-nbd listens *before* it opens the image, so a volume it cannot open (locked by
+  another writer) would look exported for a moment. A probe connection would take the one
+  client slot.
 - ``qemu-nbd`` dies with the appliance (PR_SET_PDEATHSIG), so no export outlives the process
   that knows about it; after a restart nothing is exported. The "parent" of PDEATHSIG is the
   *thread* that forked the child, and the web layer's worker threads are pruned when idle, so
@@ -33,7 +35,6 @@ from pathlib import Path
 from golden_images.qemu_img import die_with_parent
 
 STOP_TIMEOUT_S = 30.0  # qemu-nbd flushes its cache to the file on SIGTERM
-_LISTEN = "0A"  # TCP_LISTEN in /proc/net/tcp
 
 
 class NbdError(Exception):
@@ -52,20 +53,6 @@ class NbdExport:
     def uri(self) -> str:
         host = f"[{self.address}]" if ":" in self.address else self.address
         return f"nbd://{host}:{self.port}/{self.name}"
-
-
-def _listening(port: int) -> bool:
-    """Whether some socket in this network namespace listens on TCP ``port``."""
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            lines = Path(table).read_text().splitlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            fields = line.split()
-            if len(fields) > 3 and fields[3] == _LISTEN and int(fields[1].rsplit(":", 1)[1], 16) == port:
-                return True
-    return False
 
 
 def _port_free(address: str, port: int) -> bool:
@@ -134,9 +121,11 @@ class NbdExports:
 
     def _launch(self, volume_id: str, path: Path, name: str, port: int) -> tuple[NbdExport, subprocess.Popen[bytes]]:
         log_path = self.log_dir / f"nbd-{volume_id}.log"
+        pid_path = self.log_dir / f"nbd-{volume_id}.pid"
+        pid_path.unlink(missing_ok=True)
         argv = ["qemu-nbd", "--format=qcow2", f"--bind={self.address}", f"--port={port}",
                 f"--export-name={name}", "--shared=1", "--persistent", "--cache=writeback",
-                "--discard=unmap", str(path)]
+                "--discard=unmap", f"--pid-file={pid_path}", str(path)]
         with log_path.open("ab") as log:
             proc = self._launcher.submit(subprocess.Popen, argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                          preexec_fn=die_with_parent).result()
@@ -147,7 +136,7 @@ class NbdExports:
                 if "Address already in use" in reason:
                     raise _PortLost(reason)
                 raise NbdError(f"qemu-nbd could not export the volume: {reason.removeprefix('qemu-nbd: ')}")
-            if _listening(port):
+            if _pid_in(pid_path) == proc.pid:  # written after the image is open and the port bound
                 return NbdExport(volume_id, name, self.address, port, proc.pid), proc
             time.sleep(0.02)
         _stop(proc)
@@ -184,6 +173,14 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(STOP_TIMEOUT_S)
+
+
+def _pid_in(path: Path) -> int | None:
+    try:
+        text = path.read_text().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
 
 
 def _last_line(path: Path) -> str:
