@@ -974,6 +974,58 @@ def test_import_killed_midway_leaves_only_incoming_work(tmp_path: Path, sparse_r
     assert names(incoming) == []
 
 
+CAPTURE_CHILD = """
+import sys, time
+from pathlib import Path
+from golden_images.store import ImageStore
+
+root, marker = map(Path, sys.argv[1:3])
+store = ImageStore(root, max_virtual_size=1 << 30)
+
+def progress(percent):
+    if not marker.exists():
+        marker.write_text(str(percent))
+        time.sleep(120)  # hold the capture after its first piece until the test kills it
+
+store.capture(store.volume_path("vm-crash"), on_progress=progress)
+sys.exit("the capture finished before it was killed")
+"""
+
+
+def test_capture_killed_midway_leaves_only_incoming_work(tmp_path: Path, sparse_random_disk: Path,
+                                                        processes: Processes) -> None:
+    """The one-pass capture (golden_images.flatten) is killed after writing its first piece: the
+    half-written image is only in incoming/, nothing is published, and the next start's sweep
+    removes it."""
+    root = tmp_path / "store"
+    store = ImageStore(root, max_virtual_size=LIMIT)
+    image = store.ingest(sparse_random_disk)
+    store.create_volume(image.sha256, "vm-crash")
+    marker, errors = tmp_path / "capturing", tmp_path / "child.err"
+    with errors.open("wb") as stderr:
+        child = subprocess.Popen([sys.executable, "-c", CAPTURE_CHILD, str(root), str(marker)], cwd=REPO,
+                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr)
+    processes.children.append(child)
+
+    def capturing() -> bool:
+        if child.poll() is not None:
+            pytest.fail(f"the child ended ({child.returncode}) before it was killed: {errors.read_text()}")
+        return marker.exists()
+
+    wait_for(capturing, 60, "the child's capture to start")
+    os.kill(child.pid, signal.SIGKILL)
+    assert child.wait(timeout=30) == -signal.SIGKILL
+    assert names(root / "golden") == [f"{image.sha256}.qcow2"]
+    (leftover,) = names(root / "incoming")
+    half = root / "incoming" / leftover / "image.qcow2"
+    assert 0 < half.stat().st_size < image.size  # cut off inside the copy
+    after = ImageStore(root, max_virtual_size=LIMIT)
+    assert after.sweep() == [leftover]
+    assert names(root / "incoming") == []
+    captured = after.capture(after.volume_path("vm-crash"))  # and capture works again
+    assert qemu_img.identical(captured.path, image.path)
+
+
 def test_sweep_removes_stray_files_and_dirs(store: ImageStore, golden: StoredImage) -> None:
     (store.incoming_dir / "work-deadbeef").mkdir()
     (store.incoming_dir / "work-deadbeef" / "image.qcow2").write_bytes(b"half")
