@@ -572,6 +572,23 @@ def _call_now(delay: float, callback: Callable[[], None]) -> None:
     callback()  # without a fleet there is no timer to wait on
 
 
+def drain(bmc: VirtualBmc) -> None:
+    """Hand a BMC the datagrams waiting on its socket (its event loop saw it readable)."""
+    sock = bmc.serversocket.sock
+    for _ in range(64):  # bounded, so one flooded BMC cannot starve the others
+        try:
+            data, addr = sock.recvfrom(4096)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:  # ICMP errors surface here on Linux; nothing to do
+            log.debug("%r: recv failed: %s", bmc, exc)
+            return
+        try:
+            bmc.datagram_received(data, addr)
+        except Exception:
+            log.exception("%r: datagram from %s failed", bmc, addr)
+
+
 def require_safe_bind(address: str) -> None:
     """Refuse an address a lab BMC must not listen on: anything but loopback in the machine's own
     network namespace. Inside a lab's namespace every interface is the lab's, so there the BMCs
@@ -793,19 +810,7 @@ class BmcFleet:
                     pass
 
     def _drain(self, bmc: VirtualBmc) -> None:
-        sock = bmc.serversocket.sock
-        for _ in range(64):  # bounded, so one flooded BMC cannot starve the others
-            try:
-                data, addr = sock.recvfrom(4096)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:  # ICMP errors surface here on Linux; nothing to do
-                log.debug("%r: recv failed: %s", bmc, exc)
-                return
-            try:
-                bmc.datagram_received(data, addr)
-            except Exception:
-                log.exception("%r: datagram from %s failed", bmc, addr)
+        drain(bmc)
 
 
 # ============================================================================================================

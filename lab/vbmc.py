@@ -60,7 +60,7 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from lab.bmc import VirtualBmc, require_safe_bind
+from lab.bmc import VirtualBmc, drain, require_safe_bind
 from lab.qemu import MachineError, QemuMachine, QemuSpec, QemuStartError
 
 log = logging.getLogger(__name__)
@@ -474,7 +474,7 @@ class VbmcServer:
                         while self._wake_r.recv(512):
                             pass
                 elif isinstance(target, QemuBmc):
-                    self._drain(target)
+                    drain(target)
                 else:
                     try:
                         target()
@@ -520,21 +520,6 @@ class VbmcServer:
         self.machines = []
         for sock in (self._wake_r, self._wake_w):
             sock.close()
-
-    def _drain(self, bmc: QemuBmc) -> None:
-        sock = bmc.serversocket.sock
-        for _ in range(64):  # bounded, so one busy BMC cannot starve the others
-            try:
-                data, addr = sock.recvfrom(4096)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:
-                log.debug("%r: recv failed: %s", bmc, exc)
-                return
-            try:
-                bmc.datagram_received(data, addr)
-            except Exception:
-                log.exception("%r: datagram from %s failed", bmc, addr)
 
 
 # ============================================================================================================

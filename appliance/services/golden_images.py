@@ -39,7 +39,7 @@ from appliance.repositories.base import Page
 from appliance.repositories.golden_images import GoldenImageRepository
 from appliance.repositories.os_volumes import OsVolumeRepository
 from appliance.services.alerts import AlertService
-from appliance.services.os_volumes import refuse_while_on_nbd
+from appliance.services.os_volumes import refuse_while_on_nbd, volume_name
 from appliance.services.tasks import ResourceRef, TaskService
 from appliance.tasks.handlers import Outcome, TaskContext, TaskHandler
 from golden_images import assess, fetch, qemu_img
@@ -363,14 +363,7 @@ class GoldenImageCaptureTask(_ImageTask):
         plan = ctx.args.get("buildPlanUri") or None
         compress = bool(ctx.args.get("compress"))
 
-        def volume_name() -> str:
-            with unit_of_work(self.app.session_factory) as db:
-                volume = OsVolumeRepository(db).get(volume_id)
-                if volume is None:
-                    raise NotFound(kind="OS volume", ident=volume_id)
-                return volume.name
-
-        source = await ctx.run_sync(volume_name)
+        source = await ctx.run_sync(volume_name, self.app.session_factory, volume_id)
         log = [f"{self._stamp()} capture of OS volume {source} ({volume_id}) by {ctx.owner} (task {ctx.task_id})",
                f"{self._stamp()} capture build plan: {plan or 'none'}; no plan steps run (OS build plans are not "
                "in this appliance yet), so the volume is captured as it is"]

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from appliance.clock import Clock, system_clock
 from appliance.db.base import new_id
-from appliance.db.session import unit_of_work
+from appliance.db.session import SessionFactory, unit_of_work
 from appliance.errors import AlreadyExists, Conflict, ImageToolFailed, InvalidInput, NotFound
 from appliance.models import OsVolume, Task
 from appliance.query import CollectionQuery
@@ -48,6 +48,15 @@ def refuse_while_on_nbd(nbd: NbdExports | None, volume: OsVolume, doing: str) ->
     if export is not None:
         raise Conflict(reason=f"the OS volume {volume.name} is exported over NBD ({export.uri}) and may be "
                               f"written by its server; end the export before you {doing} it")
+
+
+def volume_name(session_factory: SessionFactory, volume_id: str) -> str:
+    """The name of an OS volume, for a task's messages (NotFound if it is gone)."""
+    with unit_of_work(session_factory) as db:
+        volume = OsVolumeRepository(db).get(volume_id)
+        if volume is None:
+            raise NotFound(kind="OS volume", ident=volume_id)
+        return volume.name
 
 
 class OsVolumeService:
@@ -208,15 +217,7 @@ class OsVolumeExportTask(TaskHandler):
 
     async def run(self, ctx: TaskContext) -> Outcome:
         volume_id, fmt = str(ctx.args["volumeId"]), str(ctx.args["format"])
-
-        def volume_name() -> str:
-            with unit_of_work(self.app.session_factory) as db:
-                volume = OsVolumeRepository(db).get(volume_id)
-                if volume is None:
-                    raise NotFound(kind="OS volume", ident=volume_id)
-                return volume.name
-
-        name = await ctx.run_sync(volume_name)
+        name = await ctx.run_sync(volume_name, self.app.session_factory, volume_id)
         await ctx.progress(1, f"Exporting OS volume {name} as {fmt}.")
         try:
             exported = await ctx.run_with_progress(
