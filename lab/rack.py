@@ -50,6 +50,7 @@ ADMIN_USER = "Administrator"
 BMC_USER = "admin"
 APPLIANCE_HTTPS_PORT = 8443  # inside the namespace (lab.network.boot_services_env)
 START_TIMEOUT_S = 120.0
+STOP_GRACE_S = 30.0
 MAX_SERVERS = 32
 DISK_SIZE = "8G"
 _REPO = Path(__file__).resolve().parents[1]
@@ -301,7 +302,9 @@ def down(home: Path, *, name: str = DEFAULT_LAB_NAME, say: Say = print) -> None:
     """Stop every process of the lab by PID, delete its namespace and its files."""
     record = load(home, name)
     pids = [process.pid for process in record.processes]
-    teardown(record)
+    # The appliance winds down its tasks, BMC sessions and connections before it exits: more
+    # than the 10 s teardown allows by default when its BMCs go at the same moment.
+    teardown(record, grace=STOP_GRACE_S)
     _collect(pids)
     say(f"Lab {name} is down: processes stopped, namespace {record.namespace} and {LabPaths(home, name).instance} "
         "removed.")
