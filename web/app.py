@@ -15,10 +15,13 @@ from web.routers import (
     alerts,
     audit,
     backups,
+    build_plans,
+    deployment_plans,
     golden_images,
     metrics,
     netboot,
     os_volumes,
+    plan_scripts,
     server_hardware,
     sessions,
     tasks,
@@ -28,7 +31,7 @@ from web.routers import (
 from web.ui import routes as ui
 
 ROUTERS = (version, sessions, users, tasks, alerts, audit, backups, server_hardware, netboot, golden_images,
-           os_volumes, metrics)
+           os_volumes, plan_scripts, build_plans, deployment_plans, metrics)
 
 
 def create_app(ctx: AppContext) -> FastAPI:

@@ -3,15 +3,18 @@
 from appliance.models.alert import Alert
 from appliance.models.audit import AuditEntry
 from appliance.models.backup import Backup
+from appliance.models.build_plan import BuildPlan
+from appliance.models.deployment_plan import DeploymentPlan
 from appliance.models.golden_image import GoldenImage
 from appliance.models.netboot import BootEvent, BootToken, DhcpLease, DnsRecord, Reservation, Subnet
 from appliance.models.os_volume import OsVolume
+from appliance.models.plan_script import PlanScript
 from appliance.models.server_hardware import ServerHardware
 from appliance.models.task import Task, TaskProgress
 from appliance.models.user import ApiToken, LoginSession, User
 
 __all__ = [
-    "Alert", "ApiToken", "AuditEntry", "Backup", "BootEvent", "BootToken", "DhcpLease", "DnsRecord", "GoldenImage",
-    "LoginSession",
-    "OsVolume", "Reservation", "ServerHardware", "Subnet", "Task", "TaskProgress", "User",
+    "Alert", "ApiToken", "AuditEntry", "Backup", "BootEvent", "BootToken", "BuildPlan", "DeploymentPlan", "DhcpLease",
+    "DnsRecord", "GoldenImage", "LoginSession",
+    "OsVolume", "PlanScript", "Reservation", "ServerHardware", "Subnet", "Task", "TaskProgress", "User",
 ]

@@ -36,6 +36,7 @@ from appliance.errors import (
 from appliance.models import GoldenImage, Task
 from appliance.query import CollectionQuery
 from appliance.repositories.base import Page
+from appliance.repositories.deployment_plans import DeploymentPlanRepository
 from appliance.repositories.golden_images import GoldenImageRepository
 from appliance.repositories.os_volumes import OsVolumeRepository
 from appliance.services.alerts import AlertService
@@ -215,6 +216,10 @@ class GoldenImageService:
         users = OsVolumeRepository(self.images.db).names_on_image(image.id)
         if users:
             raise Conflict(reason=f"the golden image {image.name} is in use by the OS volumes {', '.join(users)}")
+        plans = DeploymentPlanRepository(self.images.db).names_using_golden_image(image.id)
+        if plans:
+            raise Conflict(reason=f"the golden image {image.name} is in use by the deployment plans "
+                                  f"{', '.join(plans)}")
         sha256 = image.sha256
         self.images.delete(image)
         self.store.delete_log(image.id)
