@@ -1,4 +1,4 @@
-# Ingot: `make demo` runs the appliance on embedded defaults; `make test` installs everything and
+# Ingot: `make demo` runs the main job on an emulated rack (lab/demo.py); `make test` installs everything and
 # runs the whole suite. Both install what they need (Debian packages, then Python into .venv).
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -6,11 +6,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 # Debian packages: PostgreSQL for the second database backend, Chromium for the browser tests,
 # qemu-utils (qemu-img, qemu-io, qemu-nbd) for the image library; mmdebstrap, extlinux and friends
-# for the emulated rack's images (lab/images.py).
+# for the emulated rack's images (lab/images.py); libguestfs (with a kernel for its appliance, and
+# ntfs-3g) for the plan-script executor (plans/guestfish.py).
 DEBS_TEST := postgresql chromium fonts-dejavu-core openipmi ipmitool atftp curl \
 	iproute2 isc-dhcp-client busybox dhcpcd-base kea-admin kea-dhcp4-server dnsmasq-base tftpd-hpa \
 	bind9-dnsutils ipxe ipxe-qemu qemu-system-x86 cpio qemu-utils \
-	mmdebstrap extlinux syslinux-common fdisk zstd e2fsprogs ovmf
+	mmdebstrap extlinux syslinux-common fdisk zstd e2fsprogs ovmf \
+	libguestfs-tools linux-image-amd64 ntfs-3g
 # The demo's emulated rack: QEMU with iPXE ROMs and OVMF, the image builders, ipmitool.
 DEBS_DEMO := iproute2 ipmitool ipxe ipxe-qemu qemu-system-x86 qemu-utils ovmf busybox cpio \
 	mmdebstrap extlinux syslinux-common fdisk zstd e2fsprogs
