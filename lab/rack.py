@@ -149,6 +149,7 @@ def up(home: Path, *, name: str = DEFAULT_LAB_NAME, servers: int = 3, uefi: int 
     paths = LabPaths(home, name)
     cache = cache or paths.cache
     paths.state.mkdir(parents=True, exist_ok=True)
+    paths.state.chmod(0o700)  # records hold the lab's admin and BMC passwords
     cache.mkdir(parents=True, exist_ok=True)
     try:
         record = LabRecord.new(paths.state, name)
@@ -195,10 +196,8 @@ def _build(paths: LabPaths, record: LabRecord, cache: Path, servers: int, uefi: 
            "INGOT_BOOT__RAMDISK_DIR": str(boot), "INGOT_IMAGES__NBD_ADDRESS": network.address,
            "INGOT_LOG_FORMAT": "text"}
     with (paths.instance / "appliance.log").open("ab") as log:
-        appliance = start_process(record, "appliance", [sys.executable, "-m", "appliance", "serve", "--ready-file",
-                                                        str(ready)],
-                                  netns=network.namespace, env=env, cwd=_REPO, stdout=log, stderr=log, detach=True)
-    _children[appliance.pid] = appliance
+        serve = [sys.executable, "-m", "appliance", "serve", "--ready-file", str(ready)]
+        appliance = _start(record, "appliance", serve, netns=network.namespace, env=env, stdout=log, stderr=log)
     _wait_lines(ready, 1, appliance, "the appliance", START_TIMEOUT_S, paths.instance / "appliance.log")
     say(f"Appliance: running in the namespace on https://{network.address}:{APPLIANCE_HTTPS_PORT}")
 
@@ -208,9 +207,8 @@ def _build(paths: LabPaths, record: LabRecord, cache: Path, servers: int, uefi: 
     config.chmod(0o600)
     bmc_ready = paths.instance / "vbmc.out"
     with bmc_ready.open("wb") as out, (paths.instance / "vbmc.log").open("ab") as log:
-        vbmc = start_process(record, "vbmc", [sys.executable, "-m", "lab.vbmc", str(config)],
-                             netns=network.namespace, env=_clean_env(), cwd=_REPO, stdout=out, stderr=log, detach=True)
-    _children[vbmc.pid] = vbmc
+        vbmc = _start(record, "vbmc", [sys.executable, "-m", "lab.vbmc", str(config)], netns=network.namespace,
+                      env=_clean_env(), stdout=out, stderr=log)
     bmcs = [json.loads(line) for line in _wait_lines(bmc_ready, servers, vbmc, "the virtual BMCs", START_TIMEOUT_S,
                                                      paths.instance / "vbmc.log")]
     say(f"Servers: {servers} QEMU servers ({servers - uefi} BIOS, {uefi} UEFI), powered off, each behind a "
@@ -219,9 +217,8 @@ def _build(paths: LabPaths, record: LabRecord, cache: Path, servers: int, uefi: 
     forward_out = paths.instance / "forward.out"
     with forward_out.open("wb") as out, (paths.instance / "forward.log").open("ab") as log:
         routes = [Route(("127.0.0.1", port), (network.address, APPLIANCE_HTTPS_PORT))]
-        forwarder = start_process(record, "forward", forward_argv(network.namespace, routes), env=_clean_env(),
-                                  cwd=_REPO, stdout=out, stderr=log, detach=True)
-    _children[forwarder.pid] = forwarder
+        forwarder = _start(record, "forward", forward_argv(network.namespace, routes), env=_clean_env(), stdout=out,
+                           stderr=log)
     listening = json.loads(_wait_lines(forward_out, 1, forwarder, "the port forwarder", 30,
                                        paths.instance / "forward.log")[0])["listen"][0]
 
@@ -241,6 +238,13 @@ def _build(paths: LabPaths, record: LabRecord, cache: Path, servers: int, uefi: 
     say(f"Lab {paths.name} is up in {time.monotonic() - started:.1f} s: {record.details['url']} "
         f"(user {ADMIN_USER})")
     return status(paths.home, name=paths.name)
+
+
+def _start(record: LabRecord, role: str, argv: list[str], **options: Any) -> subprocess.Popen[bytes]:
+    """Start and record a lab process in its own session (it outlives ``ingot lab up``)."""
+    proc = start_process(record, role, argv, cwd=_REPO, detach=True, **options)
+    _children[proc.pid] = proc
+    return proc
 
 
 def _collect(pids: list[int]) -> None:
