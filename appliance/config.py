@@ -169,6 +169,14 @@ class ImageSettings(Group):
     )
     nbd_port_first: int = Field(10809, ge=1, le=65535, description="First TCP port for NBD exports.")
     nbd_port_count: int = Field(64, ge=1, le=4096, description="NBD exports at once (one port each).")
+    plan_shell_escapes: bool = Field(
+        False, description="Let build plan scripts run shell commands on the appliance (guestfish '!cmd' and "
+        "'<!cmd', as HPE's ESXi bundles do), confined to a per-run directory; off: such scripts are refused."
+    )
+    plan_timeout_s: float = Field(
+        900.0, gt=0, description="A build plan run (personalize or capture) is killed after this long, the "
+        "guestfish appliance launch included."
+    )
 
 
 class BootSettings(Group):

@@ -174,6 +174,17 @@ class ImageSourceFailed(ApplianceError):
                        "appliance's network), then import again.",)
 
 
+class PlanScriptFailed(ApplianceError):
+    """A build plan's script failed (a task error)."""
+
+    msg_fmt = "The build plan {plan} failed: {where}{reason}"
+    error_code = "PLAN_SCRIPT_FAILED"
+    http_status = 500
+    default_actions = ("Read the log of the run (GET /rest/os-volumes/archive/{id} for a personalization, the "
+                       "golden image's archive for a capture), fix the plan script or the values, and run it again.",)
+
+
+
 # --- tasks -------------------------------------------------------------------------------------
 class TaskInterrupted(ApplianceError):
     msg_fmt = (

@@ -6,6 +6,7 @@ Layout under the store's root (``INGOT_HOME/images``)::
     volumes/<id>.qcow2      OS volumes: qcow2 overlays backed by a golden image (or full copies)
     incoming/               work in progress; whatever is here at start-up was left by a crash
     logs/<id>.log           what an import or capture did, per golden image (its "archive")
+    logs/volume-<id>.log    the last build plan run on an OS volume (masked), served as its archive
     exports/<id>.<fmt>      an OS volume flattened for download (raw or qcow2), with <id>.<fmt>.json:
                             its sha256 and the volume's size and mtime when it was made (stale after)
 
@@ -243,7 +244,17 @@ class ImageStore:
 
     def write_log(self, image_id: str, text: str) -> None:
         """Keep an operation's log for a golden image (written whole, then renamed into place)."""
-        target = self.log_path(image_id)
+        self._write_log(self.log_path(image_id), text)
+
+    def volume_log_path(self, volume_id: str) -> Path:
+        self.volume_path(volume_id)  # checks the id
+        return self.logs_dir / f"volume-{volume_id}.log"
+
+    def write_volume_log(self, volume_id: str, text: str) -> None:
+        """Keep the log of the last build plan run on an OS volume (replacing the one before)."""
+        self._write_log(self.volume_log_path(volume_id), text)
+
+    def _write_log(self, target: Path, text: str) -> None:
         with self.workspace() as work:
             made = work / "log"
             made.write_text(text, encoding="utf-8")
@@ -295,6 +306,7 @@ class ImageStore:
 
     def delete_volume(self, volume_id: str) -> None:
         self.delete_exports(volume_id)
+        self.volume_log_path(volume_id).unlink(missing_ok=True)
         self.volume_path(volume_id).unlink(missing_ok=True)
         _fsync_dir(self.volumes_dir)
 

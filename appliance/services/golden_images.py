@@ -33,19 +33,23 @@ from appliance.errors import (
     InvalidInput,
     NotFound,
 )
-from appliance.models import GoldenImage, Task
+from appliance.models import BuildPlan, GoldenImage, Task
 from appliance.query import CollectionQuery
 from appliance.repositories.base import Page
+from appliance.repositories.build_plans import BuildPlanRepository
 from appliance.repositories.deployment_plans import DeploymentPlanRepository
 from appliance.repositories.golden_images import GoldenImageRepository
 from appliance.repositories.os_volumes import OsVolumeRepository
 from appliance.services.alerts import AlertService
+from appliance.services.build_plans import build_plan_id_from_uri
 from appliance.services.os_volumes import refuse_while_on_nbd, volume_name
+from appliance.services.personalize import LAUNCH_ESTIMATE_S, ResolvedPlan, plan_failed, resolve_build_plan
 from appliance.services.tasks import ResourceRef, TaskService
 from appliance.tasks.handlers import Outcome, TaskContext, TaskHandler
 from golden_images import assess, fetch, qemu_img
 from golden_images.nbd import NbdExports
 from golden_images.store import ImageStore, Progress, StoredImage, sha256_of
+from plans.guestfish import PlanFailed, run_plan
 
 CATEGORY = "golden-images"
 TASK_IMPORT = "golden-image-import"
@@ -114,6 +118,21 @@ def check_store_space(store: ImageStore, low_space_percent: float, db: Session,
     return percent
 
 
+def capture_plan(db: Session, uri: str) -> BuildPlan:
+    """The capture build plan ``uri`` names (400 when there is none, or it is a deploy plan)."""
+    try:
+        build_plan = BuildPlanRepository(db).get(build_plan_id_from_uri(uri))
+    except InvalidInput as exc:
+        raise InvalidInput(reason=f"buildPlanUri: {exc.message}", nested=[("buildPlanUri", exc.message)]) from None
+    if build_plan is None:
+        raise InvalidInput(reason=f"buildPlanUri: the build plan {uri} does not exist",
+                           nested=[("buildPlanUri", "no such build plan")])
+    if build_plan.plan_type != "capture":
+        raise InvalidInput(reason=f"buildPlanUri: {build_plan.name} is a {build_plan.plan_type} build plan; a capture "
+                                  "needs a capture build plan", nested=[("buildPlanUri", "not a capture build plan")])
+    return build_plan
+
+
 class GoldenImageService:
     def __init__(self, db: Session, store: ImageStore, clock: Clock = system_clock,
                  tasks: TaskService | None = None, nbd: NbdExports | None = None) -> None:
@@ -176,6 +195,8 @@ class GoldenImageService:
         if volume is None:
             raise NotFound(kind="OS volume", ident=os_volume_id)
         refuse_while_on_nbd(self.nbd, volume, "capture")
+        if build_plan_uri:
+            capture_plan(self.images.db, build_plan_uri)
         return self.tasks.create(
             kind=TASK_CAPTURE, name="Capture golden image", owner=owner,
             args={"name": name, "description": description, "osVolumeId": os_volume_id,
@@ -362,6 +383,11 @@ class GoldenImageCaptureTask(_ImageTask):
     kind: ClassVar[str] = TASK_CAPTURE
     resumable: ClassVar[bool] = True  # starting over is always correct: nothing is published half-made
 
+    def _plan(self, uri: str) -> ResolvedPlan:
+        """The capture plan's scripts, tokens filled from the build plan's own defaults."""
+        with unit_of_work(self.app.session_factory) as db:
+            return resolve_build_plan(db, self.app.secrets, capture_plan(db, uri))
+
     async def run(self, ctx: TaskContext) -> Outcome:
         store = self.app.images
         name, volume_id = str(ctx.args["name"]), str(ctx.args["osVolumeId"])
@@ -369,13 +395,40 @@ class GoldenImageCaptureTask(_ImageTask):
         compress = bool(ctx.args.get("compress"))
 
         source = await ctx.run_sync(volume_name, self.app.session_factory, volume_id)
-        log = [f"{self._stamp()} capture of OS volume {source} ({volume_id}) by {ctx.owner} (task {ctx.task_id})",
-               f"{self._stamp()} capture build plan: {plan or 'none'}; no plan steps run (OS build plans are not "
-               "in this appliance yet), so the volume is captured as it is"]
-        await ctx.progress(1, f"Capturing OS volume {source}.")
-        stored = await self._watch(ctx, lambda progress: store.capture(
-            store.volume_path(volume_id), compress=compress, on_progress=progress), 2, 95,
-            "Flattening" + (" and compressing" if compress else ""))
+        log = [f"{self._stamp()} capture of OS volume {source} ({volume_id}) by {ctx.owner} (task {ctx.task_id})"]
+        resolved = await ctx.run_sync(self._plan, plan) if plan else None
+        volume = store.volume_path(volume_id)
+        doing = "Flattening" + (" and compressing" if compress else "")
+        if resolved is None or not resolved.steps:
+            log.append(f"{self._stamp()} capture build plan: {resolved.name if resolved else 'none'}; no plan steps, "
+                       "so the volume is captured as it is")
+            await ctx.progress(1, f"Capturing OS volume {source}.")
+            stored = await self._watch(ctx, lambda progress: store.capture(
+                volume, compress=compress, on_progress=progress), 2, 95, doing)
+        else:
+            log.append(f"{self._stamp()} capture build plan {resolved.name}: {len(resolved.steps)} scripts, run on a "
+                       "temporary overlay of the volume")
+            with store.workspace() as work:
+                # The plan generalizes (strips identity, resets state): that must not happen to the
+                # OS volume itself, which may still be a server's disk. So the scripts write a
+                # throw-away qcow2 overlay on the volume, and that chain is what is flattened.
+                overlay = work / "capture-overlay.qcow2"
+                size = int((await ctx.run_sync(qemu_img.info, volume, "qcow2"))["virtual-size"])
+                await ctx.run_sync(qemu_img.create_overlay, str(volume.resolve()), overlay, size)
+                await ctx.progress(2, f"Running capture build plan {resolved.name} ({len(resolved.steps)} scripts) "
+                                      f"on a copy-on-write overlay of {source}: launching the guestfish appliance "
+                                      f"first (about {LAUNCH_ESTIMATE_S} s under TCG).")
+                settings = self.app.settings
+                try:
+                    run = await ctx.run_sync(lambda: run_plan(
+                        overlay, resolved.steps, work_dir=settings.home / "guestfish", secrets=resolved.secrets,
+                        allow_shell=settings.images.plan_shell_escapes, timeout=settings.images.plan_timeout_s))
+                except PlanFailed as failed:
+                    raise plan_failed(resolved.name, failed) from None
+                log.extend(run.log.rstrip("\n").splitlines())
+                await ctx.progress(30, f"Capture build plan {resolved.name} done in {run.seconds:.1f} s.")
+                stored = await self._watch(ctx, lambda progress: store.capture(
+                    overlay, compress=compress, on_progress=progress), 30, 95, doing)
         log.append(f"{self._stamp()} flattened{' and compressed' if compress else ''} into qcow2")
         await self._record(ctx, stored, log, image_capture=True, os_volume_uri=f"/rest/os-volumes/{volume_id}",
                            build_plan_uri=plan)

@@ -1,21 +1,30 @@
 """``/rest/os-volumes``: list and read (as Image Streamer), plus Ingot's create (a task: linked
 clone in constant time, or a full copy), delete, export as a raw or qcow2 file (a task, then a
-download with Range support and its sha256 in ``X-Checksum-Sha256``) and export over NBD."""
+download with Range support and its sha256 in ``X-Checksum-Sha256``), export over NBD, and
+personalize with a deployment plan (a task running its build plan; the run's log at
+``/rest/os-volumes/archive/{id}``)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
 
 from appliance.services.os_volumes import CATEGORY, OsVolumeService
+from appliance.services.personalize import PersonalizeService
 from appliance.services.tasks import TaskService
 from web.collection import QueryDep, envelope
 from web.deps import AppDep, DbDep, Operator, ReadOnly
 from web.etag import resource_response
 from web.routers.common import accepted
-from web.schemas.os_volumes import OsVolumeCreate, OsVolumeExport, nbd_export_public, os_volume_public
+from web.schemas.os_volumes import (
+    OsVolumeCreate,
+    OsVolumeExport,
+    OsVolumePersonalize,
+    nbd_export_public,
+    os_volume_public,
+)
 
 router = APIRouter(tags=["os-volumes"])
 PATH = "/rest/os-volumes"
@@ -37,6 +46,22 @@ def create_os_volume(body: OsVolumeCreate, db: DbDep, ctx: AppDep, principal: Op
     task = _service(db, ctx).start_create(body.name, body.golden_image_id(), body.size, body.full_clone,
                                           principal.name)
     return accepted(task)
+
+
+@router.get(PATH + "/archive/{volume_id}")
+def os_volume_log(volume_id: str, db: DbDep, ctx: AppDep, _: ReadOnly) -> PlainTextResponse:
+    """The log of the last build plan run on the volume, passwords masked (Image Streamer's archive)."""
+    service = PersonalizeService(db, ctx.images, ctx.secrets, ctx.clock, nbd=ctx.nbd)
+    return PlainTextResponse(service.log_text(volume_id))
+
+
+@router.post(PATH + "/{volume_id}/personalize", status_code=202)
+def personalize_os_volume(volume_id: str, body: OsVolumePersonalize, db: DbDep, ctx: AppDep,
+                          principal: Operator) -> Response:
+    """Ingot's: run a deployment plan's build plan on the volume (a task); values are checked first."""
+    service = PersonalizeService(db, ctx.images, ctx.secrets, ctx.clock,
+                                 TaskService(db, ctx.clock, ctx.wakeup.notify), ctx.nbd)
+    return accepted(service.start(volume_id, body.deployment_plan_uri, body.attributes(), principal.name))
 
 
 @router.get(PATH + "/{volume_id}")

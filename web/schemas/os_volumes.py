@@ -31,6 +31,20 @@ class OsVolumeExport(Strict):
     format: Literal["raw", "qcow2"] = "raw"
 
 
+class OsVolumePersonalize(Strict):
+    """POST /rest/os-volumes/{id}/personalize: run a deployment plan's build plan on the volume.
+
+    ``customAttributes`` as HPE's deployment plans name them, or ``osCustomAttributes`` as a server
+    profile's ``osDeploymentSettings`` does (NIC values may be flattened, ``Name.ipaddress``)."""
+
+    deployment_plan_uri: str = Field(alias="deploymentPlanUri", min_length=1, max_length=255)
+    custom_attributes: list[Any] = Field(default_factory=list, alias="customAttributes", max_length=1000)
+    os_custom_attributes: list[Any] = Field(default_factory=list, alias="osCustomAttributes", max_length=1000)
+
+    def attributes(self) -> list[Any]:
+        return [*self.custom_attributes, *self.os_custom_attributes]
+
+
 def nbd_export_public(export: NbdExport) -> dict[str, Any]:
     return {"type": "NbdExport", "uri": export.uri, "address": export.address, "port": export.port,
             "exportName": export.name, "readOnly": False, "maxClients": 1,
