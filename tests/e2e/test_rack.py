@@ -26,10 +26,16 @@ import pytest
 
 from lab import rack
 from lab.demo import PHASES, Server, boot_all
-from lab.netns import list_namespaces, unavailable_reason
+from lab.netns import list_namespaces
+from tests.support.requirements import require_lab, require_tools
 
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(unavailable_reason() is not None,
-                                                   reason=str(unavailable_reason()))]
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _installed() -> None:
+    require_lab()
+    require_tools("qemu-system-x86_64", "qemu-img", "ipmitool", "mmdebstrap")
 
 
 def host_links() -> set[str]:

@@ -11,7 +11,6 @@ the refusal tests fail before any launch."""
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import threading
 import time
@@ -31,12 +30,14 @@ from plans.guestfish import (
     processes_mentioning,
     run_plan,
 )
+from tests.support.requirements import require_tools
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(shutil.which("guestfish") is None or shutil.which("qemu-img") is None,
-                       reason="guestfish (Debian libguestfs-tools) and qemu-img (qemu-utils) are needed"),
-]
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _installed() -> None:
+    require_tools("guestfish", "qemu-img")
 
 MAC = "52:54:00:12:34:56"
 ROOT_PASSWORD = "Secr3t!-root-pw"

@@ -27,14 +27,17 @@ import pytest
 
 from appliance.tls import ensure_certificate
 from lab.forward import Route, forward_argv, open_listener
-from lab.netns import in_namespace, ip, namespace_exists, namespace_inode, namespace_pids, unavailable_reason
+from lab.netns import in_namespace, ip, namespace_exists, namespace_inode, namespace_pids
 from lab.network import BMC_FIRST, NUMBERS, LabNetwork
 from lab.state import LabRecord, process_start_time, start_process, teardown
+from tests.support.requirements import require_lab
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(unavailable_reason() is not None, reason=f"lab networks: {unavailable_reason()}"),
-]
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _installed() -> None:
+    require_lab()
 
 HTTP_PORT = 8000
 HTTPS_PORT = 8443

@@ -37,13 +37,14 @@ from appliance.drivers.types import BootDevice, BootSetting, PowerState
 from lab.qemu import OVMF_CODE, QemuMachine, QemuSpec, boot_order, qemu_argv
 from lab.qmp import QmpClient
 from lab.vbmc import VbmcConfig
+from tests.support.requirements import require_files, require_tools
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(not shutil.which("qemu-system-x86_64"), reason="qemu-system-x86_64 is not installed"),
-    pytest.mark.skipif(not shutil.which("ipmitool"), reason="ipmitool is not installed"),
-    pytest.mark.skipif(not shutil.which("qemu-img"), reason="qemu-img (qemu-utils) is not installed"),
-]
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _installed() -> None:
+    require_tools("qemu-system-x86_64", "ipmitool", "qemu-img")
 
 REPO = Path(__file__).resolve().parents[2]
 USER, PASSWORD, NODE1_PASSWORD = "admin", "secret", "other-secret"
@@ -522,8 +523,8 @@ def first_uefi_boot_option(serial_log: Path, offset: int) -> str:
     raise AssertionError(f"OVMF tried no boot option within {BOOT_TIMEOUT_S} s: {serial_log.read_text()[-2000:]}")
 
 
-@pytest.mark.skipif(not OVMF_CODE.is_file(), reason="UEFI servers need the Debian package ovmf")
 def test_uefi_server_follows_the_boot_override(work_dir: Path) -> None:
+    require_files(OVMF_CODE)  # Debian ovmf
     disk = work_dir / "uefi.qcow2"
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(disk), "64M"], check=True, timeout=60)
     serial_log = work_dir / "uefi.serial.log"

@@ -11,7 +11,6 @@ and each test reads everything back in one read-only session."""
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,13 +20,15 @@ import httpx
 import pytest
 
 from tests.support.live import LiveAppliance
+from tests.support.requirements import require_tools
 from tests.support.runner import wait_task
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(shutil.which("guestfish") is None or shutil.which("qemu-img") is None,
-                       reason="guestfish (Debian libguestfs-tools) and qemu-img (qemu-utils) are needed"),
-]
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _installed() -> None:
+    require_tools("guestfish", "qemu-img")
 
 PASSWORD = "Secr3t-r00t-pw"
 MAC = "52:54:00:12:34:56"
