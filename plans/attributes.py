@@ -614,7 +614,12 @@ def _nic_field(field: str) -> str:
     return "dns1" if field == "dns" else field
 
 
-def _to_bool(value: object) -> bool:
+def parse_bool(value: object) -> bool:
+    """A flag as HPE and JSON files write it: a bool, ``"true"``/``"yes"``/``"1"``/``"on"`` or
+    ``"false"``/``"no"``/``"0"``/``"off"``/``""`` (None is false).
+
+    :raises ValueError: for anything else.
+    """
     if isinstance(value, bool):
         return value
     if value is None:
@@ -624,7 +629,14 @@ def _to_bool(value: object) -> bool:
         return True
     if text in _FALSE:
         return False
-    raise _Bad(f"{value!r} is not true or false")
+    raise ValueError(f"{value!r} is not true or false")
+
+
+def _to_bool(value: object) -> bool:
+    try:
+        return parse_bool(value)
+    except ValueError as exc:
+        raise _Bad(str(exc)) from None
 
 
 def _validate_nic(attribute: CustomAttribute, value: object, required: bool) -> NicValue:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from plans.attributes import normalize_mac, parse_bool
 from plans.render.passwords import SHA512_CRYPT_RE, sha512_crypt
 
 __all__ = ["Nic", "RenderContext", "RenderError", "build_context"]
@@ -28,14 +29,11 @@ class RenderError(ValueError):
 
 
 _LABEL_RE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
-_MAC_RE = re.compile(r"[0-9A-Fa-f]{2}([:-])[0-9A-Fa-f]{2}(\1[0-9A-Fa-f]{2}){4}")
 _NIC_KEY_RE = re.compile(r"NIC([1-9][0-9]{0,2})")
 _LOCALE_RE = re.compile(r"([a-z]{2,3})(?:[_-]([A-Za-z]{2}))?(?:\.[A-Za-z0-9-]+)?")
 _TIMEZONE_RE = re.compile(r"[A-Za-z0-9_+\-/ ().:]{1,64}")
 _KEYMAP_RE = re.compile(r"[A-Za-z0-9_-]{1,32}")
 _SSH_KEY_RE = re.compile(r"(ssh-[a-z0-9-]+|ecdsa-sha2-[a-z0-9-]+|sk-[a-z0-9@.-]+) [A-Za-z0-9+/=]+( .*)?")
-_TRUE = frozenset({"true", "yes", "1", "on"})
-_FALSE = frozenset({"false", "no", "0", "off", ""})
 
 
 @dataclass(frozen=True)
@@ -129,16 +127,10 @@ def _dns_name(name: str, value: str) -> str:
 
 
 def _bool(name: str, value: object) -> bool:
-    if isinstance(value, bool):
-        return value
-    if value is None:
-        return False
-    lowered = str(value).strip().lower()
-    if lowered in _TRUE:
-        return True
-    if lowered in _FALSE:
-        return False
-    raise RenderError(f"attribute {name!r} must be true or false, not {value!r}")
+    try:
+        return parse_bool(value)
+    except ValueError:
+        raise RenderError(f"attribute {name!r} must be true or false, not {value!r}") from None
 
 
 def _list(name: str, value: object, *, sep: str) -> list[str]:
@@ -171,9 +163,10 @@ def _nic(index: int, raw: object) -> Nic:
     if not isinstance(raw, Mapping):
         raise RenderError(f"attribute {key!r} must be a mapping (or a JSON object)")
     mac = _text(f"{key}.mac", raw.get("mac"), required=True).strip()
-    if not _MAC_RE.fullmatch(mac):
-        raise RenderError(f"attribute '{key}.mac' is not a MAC address: {mac!r}")
-    mac = mac.lower().replace("-", ":")
+    try:
+        mac = normalize_mac(mac)
+    except ValueError:
+        raise RenderError(f"attribute '{key}.mac' is not a MAC address: {mac!r}") from None
     dhcp = _bool(f"{key}.dhcp", raw.get("dhcp", not raw.get("ipaddress")))
     vlan_raw = _text(f"{key}.vlanid", raw.get("vlanid"))
     vlanid: int | None = None
