@@ -95,9 +95,7 @@ def fetch(url: str, destination: Path, *, max_bytes: int, timeout: float, verify
                         on_progress(min(100.0, 100.0 * written / total))
                 out.flush()
                 os.fsync(out.fileno())
-            if total and written != total:
-                raise FetchFailed(f"the download ended after {written} of {total} bytes")
-    except httpx.RemoteProtocolError as exc:
+    except httpx.RemoteProtocolError as exc:  # httpx itself checks the body against Content-Length
         raise FetchFailed(f"the server closed the connection after {written} bytes ({exc})") from exc
     except httpx.TimeoutException as exc:
         raise FetchFailed(f"no data for {timeout:.0f} s ({type(exc).__name__})") from exc
