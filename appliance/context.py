@@ -7,6 +7,7 @@ import asyncio
 import threading
 from dataclasses import dataclass, field
 from functools import cached_property
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
@@ -66,6 +67,13 @@ class AppContext:
         """The image store (golden images, OS volumes), under INGOT_HOME/images unless configured."""
         return ImageStore(self.settings.images.root or self.settings.home / "images",
                           max_virtual_size=self.settings.images.max_virtual_size)
+
+    @cached_property
+    def bundles_dir(self) -> Path:
+        """Artifact bundle zips (INGOT_HOME/bundles/<id>.zip)."""
+        path = self.settings.home / "bundles"
+        path.mkdir(mode=0o750, parents=True, exist_ok=True)
+        return path
 
     @cached_property
     def nbd(self) -> NbdExports:

@@ -13,6 +13,7 @@ from web.metrics import Metrics
 from web.middleware import ApiMiddleware
 from web.routers import (
     alerts,
+    artifact_bundles,
     audit,
     backups,
     build_plans,
@@ -31,7 +32,7 @@ from web.routers import (
 from web.ui import routes as ui
 
 ROUTERS = (version, sessions, users, tasks, alerts, audit, backups, server_hardware, netboot, golden_images,
-           os_volumes, plan_scripts, build_plans, deployment_plans, metrics)
+           os_volumes, plan_scripts, build_plans, deployment_plans, artifact_bundles, metrics)
 
 
 def create_app(ctx: AppContext) -> FastAPI:

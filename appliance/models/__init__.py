@@ -1,6 +1,7 @@
 """SQLAlchemy models, one module per aggregate. Importing this package registers every table."""
 
 from appliance.models.alert import Alert
+from appliance.models.artifact_bundle import ArtifactBundle
 from appliance.models.audit import AuditEntry
 from appliance.models.backup import Backup
 from appliance.models.build_plan import BuildPlan
@@ -14,7 +15,8 @@ from appliance.models.task import Task, TaskProgress
 from appliance.models.user import ApiToken, LoginSession, User
 
 __all__ = [
-    "Alert", "ApiToken", "AuditEntry", "Backup", "BootEvent", "BootToken", "BuildPlan", "DeploymentPlan", "DhcpLease",
+    "Alert", "ApiToken", "ArtifactBundle", "AuditEntry", "Backup",
+    "BootEvent", "BootToken", "BuildPlan", "DeploymentPlan", "DhcpLease",
     "DnsRecord", "GoldenImage", "LoginSession",
     "OsVolume", "PlanScript", "Reservation", "ServerHardware", "Subnet", "Task", "TaskProgress", "User",
 ]

@@ -17,7 +17,7 @@ import shutil
 from collections.abc import Callable, Sequence
 from datetime import UTC
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from sqlalchemy.orm import Session
 
@@ -50,6 +50,9 @@ from golden_images import assess, fetch, qemu_img
 from golden_images.nbd import NbdExports
 from golden_images.store import ImageStore, Progress, StoredImage, sha256_of
 from plans.guestfish import PlanFailed, run_plan
+
+if TYPE_CHECKING:
+    from appliance.context import AppContext
 
 CATEGORY = "golden-images"
 TASK_IMPORT = "golden-image-import"
@@ -248,6 +251,29 @@ class GoldenImageService:
             self.store.delete_golden(sha256)
 
 
+def record_golden_image(app: AppContext, stored: StoredImage, name: str, description: str, owner: str,
+                        task_id: str | None, log: list[str], **fields: Any) -> str:
+    """The library's row for an image the store has just published, with the import's log kept
+    beside it; returns its id. (Shared by the image tasks and artifact-bundle extraction.)"""
+    with unit_of_work(app.session_factory) as db:
+        images = GoldenImageRepository(db)
+        if images.by_name(name) is not None:
+            raise AlreadyExists(kind="golden image", name=name)
+        row = images.add(GoldenImage(
+            name=name, description=description, sha256=stored.sha256, size=stored.size,
+            virtual_size=stored.virtual_size, source_format=stored.source_format, created_by=owner,
+            task_id=task_id, **fields))
+        log.append(f"{log_stamp(app)} golden image {name} ({row.id}): sha256 {stored.sha256}, "
+                   f"{stored.size} bytes, virtual size {stored.virtual_size} bytes")
+        app.images.write_log(row.id, "\n".join(log) + "\n")
+        return row.id
+
+
+def log_stamp(app: AppContext) -> str:
+    """A log line's time, from the appliance's clock."""
+    return app.clock().astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 class _ImageTask(TaskHandler):
     """What import and capture share: a store call in a worker thread with its percent reported,
     the new row (with its log kept in the store), and the clean-up when the row cannot be made."""
@@ -267,23 +293,10 @@ class _ImageTask(TaskHandler):
 
     async def _record(self, ctx: TaskContext, stored: StoredImage, log: list[str], **fields: Any) -> str:
         name = str(ctx.args["name"])
-
-        def record() -> str:
-            with unit_of_work(self.app.session_factory) as db:
-                images = GoldenImageRepository(db)
-                if images.by_name(name) is not None:
-                    raise AlreadyExists(kind="golden image", name=name)
-                row = images.add(GoldenImage(
-                    name=name, description=str(ctx.args.get("description") or ""), sha256=stored.sha256,
-                    size=stored.size, virtual_size=stored.virtual_size, source_format=stored.source_format,
-                    created_by=ctx.owner, task_id=ctx.task_id, **fields))
-                log.append(f"{self._stamp()} golden image {name} ({row.id}): sha256 {stored.sha256}, "
-                           f"{stored.size} bytes, virtual size {stored.virtual_size} bytes")
-                self.app.images.write_log(row.id, "\n".join(log) + "\n")
-                return row.id
-
         try:
-            image_id = await ctx.run_sync(record)
+            image_id = await ctx.run_sync(lambda: record_golden_image(
+                self.app, stored, name, str(ctx.args.get("description") or ""), ctx.owner, ctx.task_id, log,
+                **fields))
         except BaseException:
             await ctx.run_sync(self._forget_unused, stored)
             raise
@@ -291,8 +304,7 @@ class _ImageTask(TaskHandler):
         return image_id
 
     def _stamp(self) -> str:
-        """A log line's time, from the appliance's clock."""
-        return self.app.clock().astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return log_stamp(self.app)
 
     def _forget_unused(self, stored: StoredImage) -> None:
         with unit_of_work(self.app.session_factory) as db:
