@@ -16,6 +16,7 @@ from typing import Annotated, Any
 
 import typer
 
+from appliance.cli import bundles
 from appliance.cli.client import ApiClient, decode, segment
 from appliance.cli.errors import UsageError
 from appliance.cli.output import Column, JsonOption, note, print_collection, print_resource, when
@@ -29,6 +30,7 @@ deployment_app = typer.Typer(help="Deployment plans: a golden image, a build pla
 app.add_typer(scripts_app, name="scripts")
 app.add_typer(build_app, name="build-plans")
 app.add_typer(deployment_app, name="deployment-plans")
+app.add_typer(bundles.app, name="bundles")
 
 SCRIPTS, BUILD_PLANS, DEPLOYMENT_PLANS = "/rest/plan-scripts", "/rest/build-plans", "/rest/deployment-plans"
 IdArg = Annotated[str, typer.Argument(help="Resource ID.")]

@@ -94,3 +94,42 @@ def test_render_locally(admin_cli: Cli, tmp_path: Path) -> None:
     assert refused.returncode == 2 and "Hostname" in refused.stderr
     unknown = admin_cli("render", "sysprep-xyz", "--attributes", str(attributes))
     assert unknown.returncode == 2 and "kickstart" in unknown.stderr
+
+
+def test_bundles_create_download_upload_extract(admin_cli: Cli, tmp_path: Path) -> None:
+    script_file = tmp_path / "hostname.gfs"
+    script_file.write_text(HOSTNAME_SCRIPT)
+    script = admin_cli.json("plans", "scripts", "create", "bundled hostname", "--file", str(script_file))
+    attributes = tmp_path / "attributes.json"
+    attributes.write_text(json.dumps(ATTRIBUTES))
+    build = admin_cli.json("plans", "build-plans", "create", "bundled plan", "--step", script["id"],
+                           "--attributes", str(attributes))
+    deployment = admin_cli.json("plans", "deployment-plans", "create", "bundled deployment", "--build-plan",
+                                build["id"])
+
+    created = admin_cli("plans", "bundles", "create", "web bundle", "--deployment-plan", deployment["id"])
+    assert created.returncode == 0, created.stderr
+    assert "1 plan scripts, 1 build plans, 1 deployment plans" in created.stdout
+    bundle = admin_cli.json("plans", "bundles", "list")["members"][0]
+    out = tmp_path / "out"
+    out.mkdir()
+    saved = admin_cli("plans", "bundles", "download", bundle["id"], "-o", str(out))
+    assert saved.returncode == 0 and (out / "web bundle.zip").is_file(), saved.stderr
+    again = admin_cli("plans", "bundles", "download", bundle["id"], "-o", str(out))
+    assert again.returncode != 0 and "exists" in again.stderr
+
+    for kind, ident in (("deployment-plans", deployment["id"]), ("build-plans", build["id"]),
+                        ("scripts", script["id"])):
+        assert admin_cli("plans", kind, "delete", ident).returncode == 0
+    uploaded = admin_cli("plans", "bundles", "upload", str(out / "web bundle.zip"))
+    assert uploaded.returncode == 0, uploaded.stderr
+    assert "1 created" not in uploaded.stdout and "3 created" in uploaded.stdout + uploaded.stderr
+    restored = admin_cli.json("plans", "build-plans", "list")["members"]
+    assert [(p["name"], [s["planScriptName"] for s in p["buildStep"]]) for p in restored] == [
+        ("bundled plan", ["bundled hostname"])]
+
+    broken = tmp_path / "broken.zip"
+    broken.write_bytes(b"not a zip at all")
+    refused = admin_cli("plans", "bundles", "upload", str(broken))
+    assert refused.returncode != 0 and "not a zip" in refused.stderr.lower()
+    assert admin_cli("plans", "bundles", "delete", bundle["id"]).returncode == 0
