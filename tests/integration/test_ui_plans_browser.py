@@ -324,3 +324,41 @@ def test_deployment_plan_form_is_generated(tab: Page, plans_live: LiveAppliance,
         page.get_by_role("button", name="Save").click()
     values = {a["name"]: a for a in plans_live.api("GET", f"/rest/deployment-plans/{plan_id}")["customAttributes"]}
     assert json.loads(values["MgmtNIC"]["value"]) == {"dhcp": True}
+
+
+def test_artifact_bundles_create_upload_and_extract(tab: Page, plans_live: LiveAppliance, backend: str,
+                                                     artifacts_dir: Path, tmp_path: Path) -> None:
+    page = tab
+    script = _script(plans_live, "bundle-me", "deploy", "echo @Hostname@\n")
+    plans_live.api("POST", "/rest/build-plans", json={
+        "name": "bundle plan", "oeBuildPlanType": "deploy",
+        "buildStep": [{"serialNumber": "1", "planScriptUri": script["uri"], "parameters": ""}],
+        "customAttributes": [{"name": "Hostname", "type": "hostname", "value": "", "constraints": "{}"}]})
+    page.goto("/ui/plans")
+    page.reload()  # the module's tab may be on /ui/plans already, from before these plans existed
+    page.get_by_label("New bundle").fill("ui bundle")
+    page.get_by_label("of").select_option(label="build plan bundle plan")
+    with page.expect_navigation():
+        page.get_by_role("button", name="Create bundle").click()
+    row = page.locator("[data-bundle-row]").filter(has_text="ui bundle")
+    expect(row).to_contain_text("1 plan scripts", timeout=WAIT_MS * 3)  # once its task has written it
+    with page.expect_download() as download:
+        row.get_by_role("link", name="Download").click()
+    zip_path = tmp_path / "ui-bundle.zip"
+    download.value.save_as(zip_path)
+
+    plan = plans_live.api("GET", "/rest/build-plans", params={"filter": "name='bundle plan'"})["members"][0]
+    plans_live.api("DELETE", plan["uri"])
+    plans_live.api("DELETE", script["uri"])
+    page.reload()
+    page.locator("[data-bundle-file]").set_input_files(str(zip_path))
+    with page.expect_navigation():
+        page.get_by_role("button", name="Upload").click()
+    uploaded = page.locator("[data-bundle-row]").filter(has_text="ui bundle (2)")
+    expect(uploaded).to_be_visible(timeout=WAIT_MS * 3)
+    with page.expect_navigation():
+        uploaded.get_by_role("button", name="Extract", exact=True).click()
+    expect(page.locator("[data-build-plan-row]").filter(has_text="bundle plan")).to_be_visible(timeout=WAIT_MS * 3)
+    page.screenshot(path=str(artifacts_dir / f"ui-artifact-bundles-{backend}.png"), full_page=True)
+    restored = plans_live.api("GET", "/rest/build-plans", params={"filter": "name='bundle plan'"})["members"][0]
+    assert [s["planScriptName"] for s in restored["buildStep"]] == ["bundle-me"]

@@ -33,15 +33,20 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request, Response
 
 from appliance.models import BuildPlan, DeploymentPlan, PlanScript
-from appliance.query import CollectionQuery
+from appliance.query import CollectionQuery, Condition, Op
 from appliance.repositories.golden_images import GoldenImageRepository
 from appliance.roles import Role
+from appliance.services.artifact_bundles import TASK_CREATE as BUNDLE_CREATE
+from appliance.services.artifact_bundles import TASK_EXTRACT as BUNDLE_EXTRACT
+from appliance.services.artifact_bundles import TASK_UPLOAD as BUNDLE_UPLOAD
+from appliance.services.artifact_bundles import ArtifactBundleService
 from appliance.services.build_plans import PLAN_TYPES as BUILD_PLAN_TYPES
 from appliance.services.build_plans import BuildPlanService, build_plan_uri
 from appliance.services.deployment_plans import DeploymentPlanService
 from appliance.services.golden_images import golden_image_uri
 from appliance.services.plan_scripts import PLAN_TYPES as SCRIPT_TYPES
 from appliance.services.plan_scripts import SCRIPT_TYPES_FOR_PLAN, PlanScriptService, attribute_names
+from appliance.services.tasks import TaskService
 from plans.attributes import NIC_FIELDS, AttributeType
 from plans.tokens import MASK
 from web.schemas.build_plans import build_plan_public
@@ -52,6 +57,7 @@ from web.ui.routes import UiRoute, View, view
 router = APIRouter(route_class=UiRoute, include_in_schema=False)
 
 LISTED = 500  # a site has tens of plans; past this the overview says how many it left out
+RECENT_TASKS = 6
 ATTRIBUTE_TYPES = tuple(t.value for t in AttributeType)
 NIC_PARAMETERS = tuple(f for f in NIC_FIELDS if f != "dhcp")
 #: Which constraint inputs of an attribute row apply to which types (static/plans.js has the same).
@@ -102,8 +108,15 @@ def plans_page(request: Request) -> Response:
             if dp.golden_image_id and dp.golden_image_id not in image_names:
                 image = images.get(dp.golden_image_id)
                 image_names[dp.golden_image_id] = image.name if image else "(deleted)"
+        tasks = TaskService(v.db, v.ctx.clock)
+        bundle_tasks = sorted((task for kind in (BUNDLE_UPLOAD, BUNDLE_EXTRACT, BUNDLE_CREATE)
+                               for task in tasks.list(CollectionQuery(
+                                   count=RECENT_TASKS, conditions=(Condition("kind", Op.EQ, kind),))).members),
+                              key=lambda task: task.created, reverse=True)[:RECENT_TASKS]
+        bundles = ArtifactBundleService(v.db, v.ctx.bundles_dir, v.ctx.clock).list(CollectionQuery(count=LISTED))
         return v.render(
-            "plans.html", "plans", title="Plans",
+            "plans.html", "plans", title="Plans", bundles=bundles.members, bundle_tasks=bundle_tasks,
+            max_upload=v.ctx.settings.images.max_upload_bytes,
             scripts=scripts.members, script_total=scripts.total,
             script_attributes={s.id: attribute_names(s) for s in scripts.members}, used_by=used_by,
             build_plans=build_plans.members, build_plan_total=build_plans.total,

@@ -827,6 +827,84 @@
     wireDelete(form, "/rest/deployment-plans", "deployment plan");
   }
 
+  /* --- artifact bundles ------------------------------------------------------------------ */
+  function uploadBundle(form) {
+    var file = form.querySelector("[data-bundle-file]").files[0];
+    if (!file) { I.showError("Choose a bundle zip first."); return; }
+    var button = form.querySelector("[data-bundle-upload-button]");
+    var box = form.querySelector("[data-bundle-upload-progress]");
+    var bar = form.querySelector("[data-bundle-upload-bar]");
+    var text = form.querySelector("[data-bundle-upload-text]");
+    var body = new FormData();
+    body.append("file", file, file.name);
+    var xhr = new XMLHttpRequest();
+    xhr.open("POST", "/rest/artifact-bundles");
+    xhr.setRequestHeader("X-API-Version", "4600");
+    xhr.setRequestHeader("X-CSRF-Token", I.csrf);
+    xhr.setRequestHeader("Accept", "application/json");
+    xhr.upload.addEventListener("progress", function (event) {
+      if (!event.lengthComputable) { return; }
+      bar.value = Math.floor(event.loaded * 100 / event.total);
+      text.textContent = "Sending " + bar.value + "%";
+    });
+    xhr.addEventListener("load", function () {
+      var data = {};
+      try { data = JSON.parse(xhr.responseText); } catch (ignored) { data = {}; }
+      if (xhr.status === 202) { window.location.reload(); return; }  // the check task is listed below
+      I.busy(button, false);
+      box.hidden = true;
+      I.showError(data.message || ("The upload failed (HTTP " + xhr.status + ")."));
+    });
+    xhr.addEventListener("error", function () {
+      I.busy(button, false);
+      box.hidden = true;
+      I.showError("The upload was interrupted; nothing was added.");
+    });
+    I.busy(button, true);
+    box.hidden = false;
+    xhr.send(body);
+  }
+
+  function bundleRequest(button, method, path, body) {
+    I.busy(button, true);
+    I.api(method, path, body).then(function () {
+      window.location.reload();  // a task is listed with its progress bar, or the row is gone
+    }, function (err) { I.busy(button, false); I.showError(err.message); });
+  }
+
+  document.addEventListener("submit", function (event) {
+    var form = event.target;
+    if (!form || !form.matches) { return; }
+    if (form.matches("[data-bundle-upload]")) {
+      event.preventDefault();
+      uploadBundle(form);
+    } else if (form.matches("[data-bundle-create]")) {
+      event.preventDefault();
+      var body = {name: form.querySelector("[data-bundle-name]").value.trim(), deploymentPlans: [], buildPlans: []};
+      Array.prototype.forEach.call(form.querySelector("[data-bundle-plans]").selectedOptions, function (option) {
+        body[option.getAttribute("data-kind")].push({resourceUri: option.value});
+      });
+      bundleRequest(form.querySelector("[data-bundle-create-button]"), "POST", "/rest/artifact-bundles", body);
+    }
+  });
+
+  document.addEventListener("click", function (event) {
+    var target = event.target instanceof Element ? event.target : null;
+    if (!target) { return; }
+    var extract = target.closest("[data-extract-bundle]");
+    if (extract) {
+      var force = extract.getAttribute("data-force") === "true";
+      bundleRequest(extract, "PUT", "/rest/artifact-bundles/" + encodeURIComponent(extract.getAttribute("data-extract-bundle")) +
+                    "?extract=true&forceImport=" + force);
+      return;
+    }
+    var remove = target.closest("[data-delete-bundle]");
+    if (remove && window.confirm("Delete the artifact bundle " + remove.getAttribute("data-name") +
+                                 "? What it was extracted into stays.")) {
+      bundleRequest(remove, "DELETE", "/rest/artifact-bundles/" + encodeURIComponent(remove.getAttribute("data-delete-bundle")));
+    }
+  });
+
   function start() {
     var form = document.querySelector("[data-plan-script-form]");
     if (form) { initScript(form); }
