@@ -63,12 +63,15 @@ from pathlib import Path
 from typing import Literal
 
 __all__ = [
+    "LAUNCH_SHARE",
     "MASK",
     "CommandResult",
     "PlanFailed",
     "PlanRun",
     "PlanStep",
     "StepResult",
+    "dies_with_parent",
+    "guestfish_environment",
     "guestfish_version",
     "launch_time",
     "processes_mentioning",
@@ -78,6 +81,9 @@ __all__ = [
 MASK = "********"
 GUESTFISH = "guestfish"
 SHELL_TIMEOUT = 120.0  # seconds, for one ``!cmd`` (also capped by what is left of the plan's timeout)
+# run_plan's progress: the appliance launch is most of a run under TCG (~12 s of ~15 s).
+LAUNCH_SHARE = 60.0
+SCRIPTS_END = 97.0  # what is left is the appliance's shutdown
 _CACHE_DIR = "guestfs-cache"
 
 
@@ -393,14 +399,16 @@ class _Log:
 # ============================================================================================================
 
 
-def _pdeathsig_prefix() -> list[str]:
+def dies_with_parent() -> list[str]:
     """``setpriv --pdeathsig KILL --``: guestfish is killed when the thread that started it exits
     (PR_SET_PDEATHSIG survives the exec). libguestfs's recovery process then kills qemu."""
     setpriv = shutil.which("setpriv")
     return [setpriv, "--pdeathsig", "KILL", "--"] if setpriv else []
 
 
-def _environment(cache_dir: Path, tmp_dir: Path) -> dict[str, str]:
+def guestfish_environment(cache_dir: Path, tmp_dir: Path) -> dict[str, str]:
+    """The executor's environment: direct backend with force_tcg (no KVM here), its own appliance
+    cache and temporary directory, nothing inherited that would change libguestfs's behaviour."""
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("LIBGUESTFS_", "GUESTFISH_")) and k not in ("XDG_RUNTIME_DIR", "TMPDIR")}
     env.update({
@@ -630,7 +638,7 @@ def _run_shell(command: str, cwd: Path, env: dict[str, str], timeout: float) -> 
     """Run ``/bin/sh -c command`` in ``cwd``; return (exit status or None on timeout, output)."""
     shell_env = {"PATH": env.get("PATH", "/usr/bin:/bin"), "HOME": str(cwd), "TMPDIR": str(cwd),
                  "LC_ALL": "C.UTF-8", "PWD": str(cwd)}
-    proc = subprocess.Popen([*_pdeathsig_prefix(), "/bin/sh", "-c", command], cwd=cwd, env=shell_env,
+    proc = subprocess.Popen([*dies_with_parent(), "/bin/sh", "-c", command], cwd=cwd, env=shell_env,
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             start_new_session=True)
     try:
@@ -658,12 +666,18 @@ def run_plan(
     timeout: float = 600.0,
     log_path: Path | None = None,
     shell_timeout: float = SHELL_TIMEOUT,
+    on_progress: Callable[[float], None] | None = None,
 ) -> PlanRun:
     """Run ``scripts`` in order against ``volume`` (qcow2, opened read-write) in one appliance session.
 
     Raises :class:`PlanFailed` (with the script name, its line number and guestfish's error) when a
     command fails (unless its line starts with ``-``), a script is refused, or ``timeout`` expires.
-    The log (masked) is returned and, when ``log_path`` is given, written there in both cases."""
+    The log (masked) is returned and, when ``log_path`` is given, written there in both cases.
+
+    ``on_progress(percent)`` is told how far the run is: :data:`LAUNCH_SHARE` percent once the
+    appliance is up (under TCG its launch is most of the time), then an equal share per command
+    of the scripts, 100 when the appliance has shut down."""
+    report = on_progress or (lambda _percent: None)
     started = time.monotonic()
     deadline = started + timeout
     masker = _Masker(secrets)
@@ -703,8 +717,8 @@ def run_plan(
                 raise fail(step.name, refused.line, refused.reason) from None
             parsed.append((step, units))
 
-        env = _environment(cache_dir, tmp_dir)
-        argv = [*_pdeathsig_prefix(), GUESTFISH, "--rw", "--no-progress-bars", "--format=qcow2",
+        env = guestfish_environment(cache_dir, tmp_dir)
+        argv = [*dies_with_parent(), GUESTFISH, "--rw", "--no-progress-bars", "--format=qcow2",
                 "-a", str(volume_path)]
         log.write("$ " + " ".join(argv))
         try:
@@ -728,6 +742,8 @@ def run_plan(
                 raise fail(None, None, "appliance launch failed: "
                                        + (_clean_error(err) or f"guestfish exited with {proc.wait()}"))
             log.write(f"appliance launched in {launch_seconds:.2f} s")
+            report(LAUNCH_SHARE)
+            total_units, units_done = max(1, sum(len(units) for _, units in parsed)), 0
 
             for index, (step, units) in enumerate(parsed, start=1):
                 log.write(f"=== script {index}/{len(parsed)}: {step.name} ===")
@@ -735,12 +751,16 @@ def run_plan(
                 steps.append(result)
                 step_t0 = time.monotonic()
                 queue = list(units)
+                own = {id(u) for u in units}
                 while queue:
                     unit = queue.pop(0)
                     current = (step.name, unit.line)
                     generated = _run_unit(unit, step.name, session, log, result, files_dir, env, deadline,
                                           allow_shell, shell_timeout, fail)
                     queue[:0] = generated
+                    if id(unit) in own:  # a script's own command (not one a shell escape generated)
+                        units_done += 1
+                        report(LAUNCH_SHARE + (SCRIPTS_END - LAUNCH_SHARE) * units_done / total_units)
                 result.seconds = time.monotonic() - step_t0
                 log.write(f"=== script {step.name} done in {result.seconds:.2f} s ===")
 
@@ -767,6 +787,7 @@ def run_plan(
                        ) from None
 
         seconds = time.monotonic() - started
+        report(100)
         log.write(f"plan done in {seconds:.2f} s (appliance launch {launch_seconds:.2f} s)")
         return PlanRun(log.text(), steps, seconds, launch_seconds)
     except PlanFailed as failed:
@@ -882,9 +903,9 @@ def launch_time(work_dir: Path, *, timeout: float = 300.0) -> float:
     tmp_dir = run_dir / "tmp"
     tmp_dir.mkdir(parents=True)
     t0 = time.monotonic()
-    proc = subprocess.Popen([*_pdeathsig_prefix(), GUESTFISH, "--ro", "--format=raw", "-a", "/dev/null",
+    proc = subprocess.Popen([*dies_with_parent(), GUESTFISH, "--ro", "--format=raw", "-a", "/dev/null",
                              "--", "run", ":", "exit"], cwd=run_dir,
-                            env=_environment(cache_dir, tmp_dir), stdin=subprocess.DEVNULL,
+                            env=guestfish_environment(cache_dir, tmp_dir), stdin=subprocess.DEVNULL,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
     try:
         _, err = proc.communicate(timeout=timeout)

@@ -432,9 +432,10 @@ class GoldenImageCaptureTask(_ImageTask):
                                       f"first (about {LAUNCH_ESTIMATE_S} s under TCG).")
                 settings = self.app.settings
                 try:
-                    run = await ctx.run_sync(lambda: run_plan(
+                    run = await ctx.run_with_progress(lambda report: run_plan(
                         overlay, resolved.steps, work_dir=settings.home / "guestfish", secrets=resolved.secrets,
-                        allow_shell=settings.images.plan_shell_escapes, timeout=settings.images.plan_timeout_s))
+                        allow_shell=settings.images.plan_shell_escapes, timeout=settings.images.plan_timeout_s,
+                        on_progress=report), 2, 30, f"Running capture build plan {resolved.name}", PROGRESS_INTERVAL_S)
                 except PlanFailed as failed:
                     raise plan_failed(resolved.name, failed) from None
                 log.extend(run.log.rstrip("\n").splitlines())

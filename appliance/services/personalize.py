@@ -34,7 +34,7 @@ from appliance.repositories.os_volumes import OsVolumeRepository
 from appliance.repositories.plan_scripts import PlanScriptRepository
 from appliance.secretbox import SecretBox
 from appliance.services.build_plans import definitions
-from appliance.services.os_volumes import CATEGORY, os_volume_uri, refuse_while_on_nbd
+from appliance.services.os_volumes import CATEGORY, PROGRESS_INTERVAL_S, os_volume_uri, refuse_while_on_nbd
 from appliance.services.tasks import ResourceRef, TaskService
 from appliance.tasks.handlers import Outcome, TaskContext, TaskHandler
 from golden_images.nbd import NbdExports
@@ -262,20 +262,18 @@ class OsVolumePersonalizeTask(TaskHandler):
                               f"the guestfish appliance first (about {LAUNCH_ESTIMATE_S} s under TCG).")
         header = f"OS volume {name} ({volume_id}), build plan {plan.name}, by {ctx.owner} (task {ctx.task_id})\n"
         try:
-            run: PlanRun = await ctx.run_sync(lambda: run_plan(
+            run: PlanRun = await ctx.run_with_progress(lambda report: run_plan(
                 store.volume_path(volume_id), plan.steps, work_dir=settings.home / "guestfish",
                 secrets=plan.secrets, allow_shell=settings.images.plan_shell_escapes,
-                timeout=settings.images.plan_timeout_s))
+                timeout=settings.images.plan_timeout_s, on_progress=report),
+                2, 95, f"Running build plan {plan.name}", PROGRESS_INTERVAL_S)
         except PlanFailed as failed:
             await ctx.run_sync(store.write_volume_log, volume_id, header + failed.log)
             raise plan_failed(plan.name, failed) from None
         await ctx.run_sync(store.write_volume_log, volume_id, header + run.log)
-        # NOTE: run_plan reports nothing until it returns, so the per-script steps are reported
-        # once the session is over, each with its own time.
-        for index, step in enumerate(run.steps, start=1):
-            await ctx.progress(5 + 90 * index // max(count, 1),
-                               f"Script {index}/{count} {step.name}: {len(step.commands)} commands in "
-                               f"{step.seconds:.1f} s.")
+        for index, step in enumerate(run.steps, start=1):  # what each script took, for the task's history
+            await ctx.progress(95, f"Script {index}/{count} {step.name}: {len(step.commands)} commands in "
+                                   f"{step.seconds:.1f} s.")
         await ctx.progress(100, f"OS volume {name} personalized with {plan.name} in {run.seconds:.1f} s "
                                 f"(appliance launch {run.launch_seconds:.1f} s).")
         return Outcome(status=f"OS volume {name} personalized with {plan.name}.")

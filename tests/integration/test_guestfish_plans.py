@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from plans.guestfish import (
+    LAUNCH_SHARE,
     MASK,
     PlanFailed,
     PlanRun,
@@ -159,6 +160,7 @@ class Deployed:
     linux_log: Path
     files: dict[str, bytes]
     stat_output: str
+    linux_progress: list[float]
 
 
 @pytest.fixture(scope="module")
@@ -167,8 +169,9 @@ def deployed(goldens: Goldens, tmp_path_factory: pytest.TempPathFactory) -> Depl
     linux_volume = overlay(goldens.ext4, root / "os-volume-linux.qcow2")
     windows_volume = overlay(goldens.ntfs, root / "os-volume-windows.qcow2")
     linux_log = root / "logs" / "linux.log"
+    progress: list[float] = []
     linux = run_plan(linux_volume, linux_plan(), work_dir=goldens.work, secrets=[ROOT_PASSWORD],
-                     log_path=linux_log)
+                     log_path=linux_log, on_progress=progress.append)
     windows = run_plan(windows_volume, windows_plan(), work_dir=goldens.work, secrets=[ADMIN_PASSWORD])
     # Read everything back in one read-only session: download each file to a local file.
     out = root / "readback"
@@ -189,7 +192,7 @@ def deployed(goldens: Goldens, tmp_path_factory: pytest.TempPathFactory) -> Depl
         commands.append("umount /")
     stat_output = guestfish(goldens.work, [linux_volume, windows_volume], "\n".join(commands) + "\n", ro=True)
     files = {key: (out / str(n)).read_bytes() for n, key in enumerate(wanted)}
-    return Deployed(linux, windows, linux_log, files, stat_output)
+    return Deployed(linux, windows, linux_log, files, stat_output, progress)
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -221,6 +224,11 @@ def test_linux_deploy_plan_results_and_log(deployed: Deployed) -> None:
     assert [s.name for s in run.steps] == [s.name for s in linux_plan()]
     assert all(c.ok for s in run.steps for c in s.commands if not c.ignored)
     assert run.launch_seconds > 0 and run.seconds >= run.launch_seconds
+    # Progress: the launch's share, then every command of the scripts, then 100 at shutdown.
+    commands = sum(len(s.commands) for s in run.steps)
+    assert deployed.linux_progress[0] == LAUNCH_SHARE and deployed.linux_progress[-1] == 100
+    assert len(deployed.linux_progress) == commands + 2
+    assert deployed.linux_progress == sorted(deployed.linux_progress)
     assert all(s.seconds >= 0 for s in run.steps)
     print(f"linux plan: {run.seconds:.2f} s (launch {run.launch_seconds:.2f} s); "
           + ", ".join(f"{s.name} {s.seconds:.2f} s" for s in run.steps))
