@@ -18,6 +18,7 @@ an empty value.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import shutil
@@ -32,7 +33,7 @@ from sqlalchemy.orm import Session
 from appliance.clock import Clock, system_clock
 from appliance.db.base import new_id
 from appliance.db.session import unit_of_work
-from appliance.errors import InvalidInput, NotFound
+from appliance.errors import AlreadyExists, InvalidInput, NotFound
 from appliance.models import ArtifactBundle, BuildPlan, DeploymentPlan, GoldenImage, PlanScript, Task
 from appliance.query import CollectionQuery
 from appliance.repositories.artifact_bundles import ArtifactBundleRepository
@@ -146,7 +147,7 @@ class ArtifactBundleService:
             raise InvalidInput(reason="an artifact bundle needs a name")
         existing = self.bundles.by_name(name)
         if existing is not None and existing.id != bundle.id:
-            raise InvalidInput(reason=f"an artifact bundle named {name} exists already")
+            raise AlreadyExists(kind="artifact bundle", name=name)
         bundle.name, bundle.description, bundle.modified = name, description, self.clock()
         return bundle
 
@@ -177,7 +178,7 @@ class ArtifactBundleService:
         if not name:
             raise InvalidInput(reason="an artifact bundle needs a name", nested=[("name", "is required")])
         if self.bundles.by_name(name) is not None:
-            raise InvalidInput(reason=f"an artifact bundle named {name} exists already")
+            raise AlreadyExists(kind="artifact bundle", name=name)
         chosen = {kind: [_id_from_uri(uri, kind) for uri in uris] for kind, uris in (
             ("planScripts", selection.plan_scripts), ("buildPlans", selection.build_plans),
             ("goldenImages", selection.golden_images), ("deploymentPlans", selection.deployment_plans))}
@@ -441,7 +442,7 @@ class ArtifactBundleCreateTask(_BundleTask):
                 with unit_of_work(self.app.session_factory) as db:
                     repo = ArtifactBundleRepository(db)
                     if repo.by_name(name) is not None:
-                        raise InvalidInput(reason=f"an artifact bundle named {name} exists already")
+                        raise AlreadyExists(kind="artifact bundle", name=name)
                     repo.add(ArtifactBundle(
                         id=bundle_id, name=name, description=manifest.description, read_only=manifest.read_only,
                         artifact_type=manifest.artifact_type, bundle_timestamp=manifest.timestamp, origin="created",
@@ -491,12 +492,18 @@ def _sha256(path: Path) -> str:
 
 
 def _move_durably(source: Path, target: Path) -> None:
-    """Into the bundles directory, which may be on another file system than incoming/."""
-    partial = target.with_suffix(".part")
-    shutil.copyfile(source, partial)
-    with partial.open("rb") as f:
-        os.fsync(f.fileno())
-    os.replace(partial, target)
+    """Into the bundles directory: a rename, or a copy when INGOT_IMAGES__ROOT puts incoming/ on
+    another file system. (The upload was fsynced when it was received.)"""
+    try:
+        os.replace(source, target)
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+        partial = target.with_suffix(".part")
+        shutil.copyfile(source, partial)
+        with partial.open("rb") as f:
+            os.fsync(f.fileno())
+        os.replace(partial, target)
     fd = os.open(target.parent, os.O_RDONLY)
     try:
         os.fsync(fd)
