@@ -47,6 +47,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         unknown = set(chosen) - set(BACKENDS)
         if unknown:
             raise pytest.UsageError(f"unknown backends: {unknown}")
+        if metafunc.definition.get_closest_marker("one_backend"):
+            chosen = chosen[:1]
         metafunc.parametrize("backend", chosen, scope="session")
 
 

@@ -4,4 +4,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export INGOT_TEST_ARTIFACTS="${INGOT_TEST_ARTIFACTS:-$PWD/test-artifacts}"
-exec .venv/bin/pytest --durations=15 "$@" tests
+exec .venv/bin/pytest --durations=30 "$@" tests

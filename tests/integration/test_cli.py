@@ -22,7 +22,7 @@ from appliance.services.tasks import TaskService
 from tests.support.cli import Cli
 from tests.support.live import ADMIN_PASSWORD, LiveAppliance
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.one_backend]
 
 READER_PASSWORD = "Reader-pass-1"
 

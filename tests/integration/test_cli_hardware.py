@@ -24,6 +24,9 @@ from tests.support.ipmi_sim import PASSWORD as IPMI_PASSWORD
 from tests.support.ipmi_sim import USER as IPMI_USER
 from tests.support.ipmi_sim import IpmiSim, ipmi_sim_fixture  # noqa: F401 - fixture "ipmi_sim"
 
+# The CLI is the same on either database; the API tests cover both backends.
+pytestmark = pytest.mark.one_backend
+
 BMC_PASSWORD = "fake-bmc-Secret-1"
 READER_PASSWORD = "Reader-pass-1"
 

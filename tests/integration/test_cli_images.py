@@ -12,7 +12,7 @@ import pytest
 from golden_images import qemu_img
 from tests.support.cli import Cli
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.one_backend]
 
 
 def test_upload_list_show_download_rename_delete(admin_cli: Cli, tmp_path: Path) -> None:

@@ -23,6 +23,9 @@ from appliance.models import BootEvent, DhcpLease
 from tests.support.cli import INGOT, Cli
 from tests.support.live import LiveAppliance
 
+# The CLI is the same on either database; the API tests cover both backends.
+pytestmark = pytest.mark.one_backend
+
 READER_PASSWORD = "Reader-pass-1"
 
 

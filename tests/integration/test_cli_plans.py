@@ -13,7 +13,7 @@ from pykickstart.version import makeVersion
 
 from tests.support.cli import Cli
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.one_backend]
 
 HOSTNAME_SCRIPT = """mount /dev/sda1 /
 upload -<<END /etc/hostname

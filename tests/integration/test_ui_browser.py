@@ -17,7 +17,7 @@ from appliance.services.tasks import TaskService
 from tests.support.browser import WAIT_MS, sign_in
 from tests.support.live import LiveAppliance
 
-pytestmark = [pytest.mark.browser, pytest.mark.slow]
+pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.one_backend]
 
 def _create_slow_task(live: LiveAppliance) -> str:
     """Queue a task straight into the appliance's database; its runner picks it up by polling."""

@@ -21,7 +21,7 @@ from tests.support.ipmi_sim import USER as IPMI_USER
 from tests.support.ipmi_sim import IpmiSim, ipmi_sim_fixture  # noqa: F401 - fixture "ipmi_sim"
 from tests.support.live import LiveAppliance
 
-pytestmark = [pytest.mark.browser, pytest.mark.slow]
+pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.one_backend]
 
 def _row(page: Page, name: str) -> Locator:
     return page.locator("tr[data-server]", has=page.get_by_role("link", name=name, exact=True))

@@ -25,7 +25,7 @@ from tests.support.browser import CHROMIUM, CHROMIUM_ARGS, WAIT_MS, sign_in
 from tests.support.live import LiveAppliance
 from tests.support.postgres import PostgresServer
 
-pytestmark = [pytest.mark.browser, pytest.mark.slow]
+pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.one_backend]
 
 SCRIPT_NAME = 'Set "host" <name> & ünï'
 PROVOKED = re.compile(r"Failed to load resource: the server responded with a status of (400|409|412)\b")
