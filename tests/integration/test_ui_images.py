@@ -68,6 +68,7 @@ def test_page_script_is_served(api: TestClient) -> None:
 
 @pytest.mark.browser
 @pytest.mark.slow
+@pytest.mark.one_backend
 def test_in_a_browser(page: Any, live: Any, backend: str, artifacts_dir: Path, tmp_path: Path) -> None:
     """Upload an image through the form (bytes-sent bar, then the import task), see it in the
     library, clone it into an OS volume and capture that into a new image, upload a hostile one

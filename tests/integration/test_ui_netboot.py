@@ -195,6 +195,7 @@ def test_static_files(api: TestClient) -> None:
 # --- in a real browser -----------------------------------------------------------------------------
 @pytest.mark.browser
 @pytest.mark.slow
+@pytest.mark.one_backend
 def test_in_a_browser(page: Any, live: Any, backend: str, artifacts_dir: Any) -> None:
     """Add and edit a subnet, add and remove a reservation and a DNS record through the forms, and
     watch a new lease and boot event appear without a reload."""
