@@ -30,6 +30,7 @@ from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from plans.render.context import RenderError, build_context
+from plans.render.kickstart_check import check_kickstart, syntax_for
 from plans.render.passwords import sha512_crypt, windows_password
 
 __all__ = ["KINDS", "Kind", "RenderError", "Rendered", "environment", "render", "sha512_crypt",
@@ -163,4 +164,6 @@ def render(kind: str, *, os: str | None = None, version: str | None = None, arch
         except SecurityError as exc:
             raise RenderError(f"template {template.name} did something the sandbox forbids: {exc}") from None
         chosen = chosen or (template.name or "").rsplit("/", 1)[0]
+    if kind == "kickstart":
+        check_kickstart(files["ks.cfg"], syntax_for(version, chosen))
     return Rendered(files=files, template=chosen)

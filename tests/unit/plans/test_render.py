@@ -13,6 +13,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from pykickstart.parser import KickstartParser
 from pykickstart.version import makeVersion
 
 from plans.render import Rendered, RenderError, environment, render, sha512_crypt, windows_password
+from plans.render.kickstart_check import check_kickstart, syntax_for
 
 GOLDEN = Path(__file__).parent / "golden"
 URL = "https://ingot.example/rest/deploy-callbacks/42"
@@ -500,3 +502,26 @@ def test_kickstart_newline_in_value_cannot_add_commands() -> None:
 if __name__ == "__main__":
     _write_golden()
     print(f"wrote {GOLDEN}")
+
+
+# --- the kickstart check on every render, and HPE's own validator ----------------------------------------
+
+def test_a_kickstart_that_does_not_parse_fails_the_render() -> None:
+    check_kickstart("text\nrootpw --iscrypted x\n", "RHEL9")
+    with pytest.raises(RenderError, match=r"not valid RHEL9 kickstart syntax: .* line 2 .*Unknown command: bogus"):
+        check_kickstart("text\nbogus --really\n", "RHEL9")
+    assert syntax_for("8.10", "kickstart/default") == "RHEL8"
+    assert syntax_for(None, "kickstart/rhel-7-x86_64") == "RHEL7"
+    assert syntax_for("40", "kickstart/default") == "RHEL9"  # Fedora's numbers are not RHEL's
+
+
+def test_every_golden_kickstart_passes_ksvalidator() -> None:
+    """The command-line validator (pykickstart's ``ksvalidator``), as an admin would run it."""
+    ksvalidator = Path(sys.executable).with_name("ksvalidator")
+    kickstarts = sorted(GOLDEN.glob("kickstart-*/ks.cfg"))
+    assert len(kickstarts) == 3
+    for path in kickstarts:
+        syntax = "RHEL7" if "rhel7" in path.parent.name else "RHEL9"
+        result = subprocess.run([str(ksvalidator), "-e", "-v", syntax, str(path)], capture_output=True, text=True,
+                                timeout=60)
+        assert result.returncode == 0, f"{path.parent.name}: {result.stdout}{result.stderr}"
