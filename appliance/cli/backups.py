@@ -8,10 +8,9 @@ from typing import Annotated
 import typer
 
 from appliance.cli.client import ApiClient, segment
-from appliance.cli.errors import UsageError
 from appliance.cli.output import Column, JsonOption, note, print_collection, print_resource, size, when
 from appliance.cli.progress import follow_created
-from appliance.cli.transfer import fetch_verified
+from appliance.cli.transfer import download_destination, fetch_verified
 
 app = typer.Typer(help="Appliance backups (administrators).", no_args_is_help=True)
 
@@ -65,10 +64,7 @@ def download(
     """Download a backup archive; it is checked against its SHA-256 before it gets its name."""
     with ApiClient.connect() as client:
         backup = client.get(f"/rest/backups/{segment(backup_id)}")
-        file_name = Path(str(backup.get("fileName") or f"{backup_id}.tar.gz")).name  # never a path from the server
-        destination = output / file_name if output is not None and output.is_dir() else output or Path(file_name)
-        if destination.exists() and not force:
-            raise UsageError(f"{destination} exists.", hints=["Pass --force to replace it, or -o another name."])
+        destination = download_destination(output, str(backup.get("fileName") or f"{backup_id}.tar.gz"), force)
         written = fetch_verified(client, str(backup["downloadUri"]), destination, backup.get("fileSize"),
                                  backup.get("sha256"), "backup")
     note(f"Saved {backup.get('name')} ({size(written)}) to {destination}.")

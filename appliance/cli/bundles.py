@@ -14,7 +14,7 @@ from appliance.cli.client import ApiClient, segment
 from appliance.cli.errors import UsageError
 from appliance.cli.output import Column, JsonOption, note, print_collection, print_resource, size, when
 from appliance.cli.progress import follow_created, follow_task
-from appliance.cli.transfer import fetch_verified, upload_file
+from appliance.cli.transfer import download_destination, fetch_verified, upload_file
 
 app = typer.Typer(help="Artifact bundles: plans and golden images moved between appliances as one zip.",
                   no_args_is_help=True)
@@ -154,10 +154,7 @@ def download(
     """Download a bundle zip; it is checked against its SHA-256 before it gets its name."""
     with ApiClient.connect() as client:
         bundle = client.get(f"{PATH}/{segment(bundle_id)}")
-        file_name = Path(f"{bundle.get('name') or bundle_id}.zip").name  # never a path from the server
-        destination = output / file_name if output is not None and output.is_dir() else output or Path(file_name)
-        if destination.exists() and not force:
-            raise UsageError(f"{destination} exists.", hints=["Pass --force to replace it, or -o another name."])
+        destination = download_destination(output, f"{bundle.get('name') or bundle_id}.zip", force)
         written = fetch_verified(client, str(bundle["downloadURI"]), destination, bundle.get("size"),
                                  bundle.get("checkSum"), "artifact bundle")
     note(f"Saved {bundle.get('name')} ({size(written)}) to {destination}.")

@@ -13,7 +13,7 @@ from appliance.cli.client import ApiClient, segment
 from appliance.cli.errors import UsageError
 from appliance.cli.output import Column, JsonOption, note, print_collection, print_json, print_resource, size, when
 from appliance.cli.progress import follow_created, follow_task
-from appliance.cli.transfer import fetch_verified, upload_file
+from appliance.cli.transfer import download_destination, fetch_verified, upload_file
 
 app = typer.Typer(help="Golden images: the library OS volumes are cloned from.", no_args_is_help=True)
 PATH = "/rest/golden-images"
@@ -144,10 +144,7 @@ def download(
     """Download a golden image as qcow2; it is checked against its SHA-256 before it gets its name."""
     with ApiClient.connect() as client:
         image = client.get(f"{PATH}/{segment(image_id)}")
-        file_name = Path(f"{image.get('name') or image_id}.qcow2").name  # never a path from the server
-        destination = output / file_name if output is not None and output.is_dir() else output or Path(file_name)
-        if destination.exists() and not force:
-            raise UsageError(f"{destination} exists.", hints=["Pass --force to replace it, or -o another name."])
+        destination = download_destination(output, f"{image.get('name') or image_id}.qcow2", force)
         written = fetch_verified(client, str(image["downloadUri"]), destination, image.get("size"),
                                  image.get("checkSum"), "golden image")
     note(f"Saved {image.get('name')} ({size(written)}) to {destination}.")

@@ -22,6 +22,17 @@ _CHUNK = 1 << 16
 _UPLOAD_CHUNK = 1 << 20
 
 
+def download_destination(output: Path | None, file_name: str, force: bool) -> Path:
+    """Where a download goes: ``output`` (a file, or a directory to put ``file_name`` in), else
+    ``file_name`` here. ``file_name`` comes from the server, so only its last component is used.
+    An existing file is refused unless ``force``."""
+    name = Path(file_name).name
+    destination = output / name if output is not None and output.is_dir() else output or Path(name)
+    if destination.exists() and not force:
+        raise UsageError(f"{destination} exists.", hints=["Pass --force to replace it, or -o another name."])
+    return destination
+
+
 def fetch_verified(client: ApiClient, uri: str, destination: Path, expected_size: Any, expected_sha256: Any,
                    what: str) -> int:
     """Stream ``uri`` into a temporary file (mode 0600) next to ``destination``, check its size and

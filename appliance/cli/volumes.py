@@ -11,10 +11,9 @@ from typing import Annotated, Any
 import typer
 
 from appliance.cli.client import ApiClient, decode, segment
-from appliance.cli.errors import UsageError
 from appliance.cli.output import Column, JsonOption, note, print_collection, print_json, print_resource, size, when
 from appliance.cli.progress import follow_created, follow_task
-from appliance.cli.transfer import fetch_verified
+from appliance.cli.transfer import download_destination, fetch_verified
 
 app = typer.Typer(help="OS volumes: servers' disks, cloned from golden images.", no_args_is_help=True)
 PATH = "/rest/os-volumes"
@@ -110,10 +109,8 @@ def export(
     SHA-256. The appliance keeps the export until the volume is written."""
     with ApiClient.connect() as client:
         volume = client.get(f"{PATH}/{segment(volume_id)}")
-        file_name = Path(f"{volume.get('name') or volume_id}.{fmt.value}").name  # never a path from the server
-        destination = output / file_name if output is not None and output.is_dir() else output or Path(file_name)
-        if download and destination.exists() and not force:
-            raise UsageError(f"{destination} exists.", hints=["Pass --force to replace it, or -o another name."])
+        destination = download_destination(output, f"{volume.get('name') or volume_id}.{fmt.value}",
+                                           force or not download)
         response = client.post(f"{PATH}/{segment(volume_id)}/export", {"format": fmt.value})
         follow_task(client, response, wait=True, what="Exporting")
         uri = f"{PATH}/{segment(volume_id)}/export/{fmt.value}"

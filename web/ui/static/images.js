@@ -38,42 +38,23 @@
     var box = form.querySelector("[data-upload-progress]");
     var bar = form.querySelector("[data-upload-bar]");
     var text = form.querySelector("[data-upload-text]");
-    var body = new FormData();
-    body.append("file", file, file.name);
-    var xhr = new XMLHttpRequest();
-    xhr.open("POST", "/rest/golden-images?name=" + encodeURIComponent(name) +
-             "&description=" + encodeURIComponent(description));
-    xhr.setRequestHeader("X-API-Version", "4600");
-    xhr.setRequestHeader("X-CSRF-Token", I.csrf);
-    xhr.setRequestHeader("Accept", "application/json");
-    xhr.upload.addEventListener("progress", function (event) {
-      if (!event.lengthComputable) { return; }
-      var percent = Math.floor(event.loaded * 100 / event.total);
-      bar.value = percent;
-      text.textContent = "Sending " + megabytes(event.loaded) + " of " + megabytes(event.total) + " (" + percent + "%)";
-    });
-    xhr.addEventListener("load", function () {
-      var data = {};
-      try { data = JSON.parse(xhr.responseText); } catch (ignored) { data = {}; }
-      if (xhr.status === 202) {
-        text.textContent = "Uploaded; the appliance is importing it.";
-        window.location.reload();
-        return;
-      }
-      I.busy(button, false);
-      box.hidden = true;
-      I.showError(data.message || ("The upload failed (HTTP " + xhr.status + ")."));
-    });
-    xhr.addEventListener("error", function () {
-      I.busy(button, false);
-      box.hidden = true;
-      I.showError("The upload was interrupted; nothing was added.");
-    });
     I.busy(button, true);
     box.hidden = false;
     bar.value = 0;
     text.textContent = "Starting…";
-    xhr.send(body);
+    I.upload("/rest/golden-images?name=" + encodeURIComponent(name) + "&description=" + encodeURIComponent(description),
+             file, function (sent, total) {
+               var percent = Math.floor(sent * 100 / total);
+               bar.value = percent;
+               text.textContent = "Sending " + megabytes(sent) + " of " + megabytes(total) + " (" + percent + "%)";
+             }).then(function () {
+      text.textContent = "Uploaded; the appliance is importing it.";
+      window.location.reload();
+    }, function (err) {
+      I.busy(button, false);
+      box.hidden = true;
+      I.showError(err.message);
+    });
   }
 
   document.addEventListener("submit", function (event) {

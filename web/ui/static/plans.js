@@ -835,34 +835,18 @@
     var box = form.querySelector("[data-bundle-upload-progress]");
     var bar = form.querySelector("[data-bundle-upload-bar]");
     var text = form.querySelector("[data-bundle-upload-text]");
-    var body = new FormData();
-    body.append("file", file, file.name);
-    var xhr = new XMLHttpRequest();
-    xhr.open("POST", "/rest/artifact-bundles");
-    xhr.setRequestHeader("X-API-Version", "4600");
-    xhr.setRequestHeader("X-CSRF-Token", I.csrf);
-    xhr.setRequestHeader("Accept", "application/json");
-    xhr.upload.addEventListener("progress", function (event) {
-      if (!event.lengthComputable) { return; }
-      bar.value = Math.floor(event.loaded * 100 / event.total);
-      text.textContent = "Sending " + bar.value + "%";
-    });
-    xhr.addEventListener("load", function () {
-      var data = {};
-      try { data = JSON.parse(xhr.responseText); } catch (ignored) { data = {}; }
-      if (xhr.status === 202) { window.location.reload(); return; }  // the check task is listed below
-      I.busy(button, false);
-      box.hidden = true;
-      I.showError(data.message || ("The upload failed (HTTP " + xhr.status + ")."));
-    });
-    xhr.addEventListener("error", function () {
-      I.busy(button, false);
-      box.hidden = true;
-      I.showError("The upload was interrupted; nothing was added.");
-    });
     I.busy(button, true);
     box.hidden = false;
-    xhr.send(body);
+    I.upload("/rest/artifact-bundles", file, function (sent, total) {
+      bar.value = Math.floor(sent * 100 / total);
+      text.textContent = "Sending " + bar.value + "%";
+    }).then(function () {
+      window.location.reload();  // the check task is listed below
+    }, function (err) {
+      I.busy(button, false);
+      box.hidden = true;
+      I.showError(err.message);
+    });
   }
 
   function bundleRequest(button, method, path, body) {

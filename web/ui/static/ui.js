@@ -240,9 +240,36 @@
   });
 
   // For page scripts loaded after this one (static/hardware.js).
+  /* A multipart upload (part "file") with the bytes sent reported as they go, which fetch() cannot
+     do. Resolves with the JSON of a 202; rejects with an Error carrying the OneView message. */
+  function upload(path, file, onProgress) {
+    return new Promise(function (resolve, reject) {
+      var body = new FormData();
+      body.append("file", file, file.name);
+      var xhr = new XMLHttpRequest();
+      xhr.open("POST", path);
+      xhr.setRequestHeader("X-API-Version", API_VERSION);
+      xhr.setRequestHeader("X-CSRF-Token", csrf);
+      xhr.setRequestHeader("Accept", "application/json");
+      xhr.upload.addEventListener("progress", function (event) {
+        if (event.lengthComputable) { onProgress(event.loaded, event.total); }
+      });
+      xhr.addEventListener("load", function () {
+        var data = {};
+        try { data = JSON.parse(xhr.responseText); } catch (ignored) { data = {}; }
+        if (xhr.status === 202) { resolve(data); return; }
+        reject(new Error(data.message || ("The upload failed (HTTP " + xhr.status + ").")));
+      });
+      xhr.addEventListener("error", function () {
+        reject(new Error("The upload was interrupted; nothing was added."));
+      });
+      xhr.send(body);
+    });
+  }
+
   window.Ingot = {
     api: api, applyTask: applyTask, schedulePoll: schedulePoll, showError: showError, busy: busy,
-    slug: slug, isActive: isActive, localTimes: localTimes, csrf: csrf
+    slug: slug, isActive: isActive, localTimes: localTimes, csrf: csrf, upload: upload
   };
 
   function start() {
