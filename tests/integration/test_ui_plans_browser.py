@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import ConsoleMessage, Page, expect, sync_playwright
+from playwright.sync_api import Page, expect
 
-from tests.support.browser import CHROMIUM, CHROMIUM_ARGS, WAIT_MS, sign_in
+from tests.support.browser import WAIT_MS, chromium_page, sign_in
 from tests.support.live import LiveAppliance
 from tests.support.postgres import PostgresServer
 
@@ -49,30 +49,9 @@ def plans_live(backend: str, request: pytest.FixtureRequest,
 @pytest.fixture(scope="module")
 def tab(plans_live: LiveAppliance) -> Iterator[Page]:
     """One Chromium page for the module, signed in as Administrator; dialogs are accepted."""
-    if not CHROMIUM.exists():
-        pytest.fail("Chromium is not installed: run `make deps-test` (apt-get install chromium)")
-    errors: list[str] = []
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            context = browser.new_context(base_url=plans_live.url, ignore_https_errors=True,
-                                          viewport={"width": 1280, "height": 900})
-            context.set_default_timeout(WAIT_MS)
-            page = context.new_page()
-
-            def on_console(message: ConsoleMessage) -> None:
-                if message.type == "error" and not PROVOKED.search(message.text):
-                    errors.append(message.text)
-
-            page.on("console", on_console)
-            page.on("pageerror", lambda exc: errors.append(f"uncaught: {exc}"))
-            page.on("dialog", lambda dialog: dialog.accept())
-            sign_in(page, "/ui/plans")
-            yield page
-            context.close()
-        finally:
-            browser.close()
-    assert errors == []
+    with chromium_page(plans_live, PROVOKED, accept_dialogs=True) as page:
+        sign_in(page, "/ui/plans")
+        yield page
 
 
 def _script(live: LiveAppliance, name: str, plan_type: str, content: str) -> dict[str, Any]:

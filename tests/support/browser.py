@@ -3,6 +3,7 @@ fails the test if the page logs an error (a CSP violation or a script error show
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,9 +19,12 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 WAIT_MS = 30_000
 
 
-@pytest.fixture
-def page(live: LiveAppliance) -> Iterator[Page]:
-    """A fresh Chromium page on the live appliance; console errors fail the test at the end."""
+@contextlib.contextmanager
+def chromium_page(live: LiveAppliance, allowed_errors: re.Pattern[str] | None = None,
+                  accept_dialogs: bool = False) -> Iterator[Page]:
+    """A fresh Chromium page on ``live``. Console errors fail the test when the page closes, except
+    those ``allowed_errors`` matches (Chromium logs every 4xx answer to fetch() as one, so a test
+    that provokes 400s on purpose names them). With ``accept_dialogs`` every confirm() is accepted."""
     if not CHROMIUM.exists():
         pytest.fail("Chromium is not installed: run `make deps-test` (apt-get install chromium)")
     errors: list[str] = []
@@ -33,16 +37,25 @@ def page(live: LiveAppliance) -> Iterator[Page]:
             tab = context.new_page()
 
             def on_console(message: ConsoleMessage) -> None:
-                if message.type == "error":
+                if message.type == "error" and not (allowed_errors and allowed_errors.search(message.text)):
                     errors.append(message.text)
 
             tab.on("console", on_console)
             tab.on("pageerror", lambda exc: errors.append(f"uncaught: {exc}"))
+            if accept_dialogs:
+                tab.on("dialog", lambda dialog: dialog.accept())
             yield tab
             context.close()
         finally:
             browser.close()
     assert errors == []
+
+
+@pytest.fixture
+def page(live: LiveAppliance) -> Iterator[Page]:
+    """A fresh Chromium page on the live appliance; console errors fail the test at the end."""
+    with chromium_page(live) as tab:
+        yield tab
 
 
 def sign_in(page: Page, path: str) -> None:
