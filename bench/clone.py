@@ -72,6 +72,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.common import Deadline, OutOfTime, Terminated, file_system, load_average
 from golden_images import qemu_img
 from golden_images import store as store_module
 from golden_images.assess import ImageRefused
@@ -90,25 +91,7 @@ CLONE_GOAL_S = 1.0
 CAPTURE_GOAL_RATIO = 0.9
 
 
-class OutOfTime(Exception):
-    """The run passed --timeout."""
 
-
-class Terminated(Exception):
-    """SIGTERM arrived."""
-
-
-class Deadline:
-    def __init__(self, seconds: float) -> None:
-        self.seconds = seconds
-        self.end = time.monotonic() + seconds
-
-    def left(self) -> float:
-        return self.end - time.monotonic()
-
-    def check(self, step: str) -> None:
-        if self.left() <= 0:
-            raise OutOfTime(f"the run passed --timeout {self.seconds:.0f} s before {step}")
 
 
 # -- making the images ------------------------------------------------------------------------------
@@ -366,20 +349,13 @@ def verdict(met: bool) -> str:
     return "met" if met else "NOT met"
 
 
-def load_average() -> str:
-    return " ".join(f"{v:.2f}" for v in os.getloadavg())
-
 
 def machine_facts(where: Path) -> str:
     version = subprocess.run(["qemu-img", "--version"], capture_output=True, text=True, timeout=30,
                              check=False).stdout.splitlines()
-    df = subprocess.run(["df", "--output=fstype,source,target", str(where)], capture_output=True, text=True,
-                        timeout=30, check=False).stdout.splitlines()
-    fs = " ".join(df[-1].split()) if len(df) > 1 else "unknown"
-    free = shutil.disk_usage(where).free
     return (f"{os.cpu_count()} CPUs, Linux {platform.release()}, Python {platform.python_version()}, "
-            f"{version[0] if version else 'qemu-img version unknown'}; {where} on {fs} "
-            f"({free / GiB:.0f} GiB free); load average {load_average()}")
+            f"{version[0] if version else 'qemu-img version unknown'}; {where} on {file_system(where)}; "
+            f"load average {load_average()}")
 
 
 def seconds_list(values: list[float]) -> str:

@@ -95,6 +95,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from appliance.errors import InvalidInput
+from bench.common import Deadline, OutOfTime, Terminated, file_system, load_average
 from golden_images import qemu_img
 from golden_images.assess import ImageRefused
 from golden_images.store import ImageStore
@@ -217,29 +218,11 @@ def expected_files(values: Mapping[str, object]) -> dict[str, bytes]:
 # -- running things -------------------------------------------------------------------------------------
 
 
-class OutOfTime(Exception):
-    """The run passed --timeout."""
-
-
-class Terminated(Exception):
-    """SIGTERM arrived."""
 
 
 class Failed(Exception):
     """A step's work failed (a tool's exit status, a volume that does not read back)."""
 
-
-class Deadline:
-    def __init__(self, seconds: float) -> None:
-        self.seconds = seconds
-        self.end = time.monotonic() + seconds
-
-    def left(self) -> float:
-        return self.end - time.monotonic()
-
-    def check(self, step: str) -> None:
-        if self.left() <= 0:
-            raise OutOfTime(f"the run passed --timeout {self.seconds:.0f} s before {step}")
 
 
 def kill_mentioning(*needles: tuple[Path, ...]) -> list[int]:
@@ -508,9 +491,6 @@ def verify(env: Env, volumes: list[Personalized], out_dir: Path, deadline: Deadl
 # -- facts and reporting --------------------------------------------------------------------------------
 
 
-def load_average() -> str:
-    return " ".join(f"{v:.2f}" for v in os.getloadavg())
-
 
 def meminfo(key: str) -> int:
     for line in Path("/proc/meminfo").read_text().splitlines():
@@ -550,9 +530,6 @@ def choose_parallel(requested: int | None, volumes: int, memsize_mib: int) -> tu
 
 
 def machine_facts(where: Path) -> str:
-    df = subprocess.run(["df", "--output=fstype,source,target", str(where)], capture_output=True, text=True,
-                        timeout=30, check=False).stdout.splitlines()
-    fs = " ".join(df[-1].split()) if len(df) > 1 else "unknown"
     cpu = "unknown"
     with contextlib.suppress(OSError):
         cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
@@ -565,7 +542,7 @@ def machine_facts(where: Path) -> str:
             f"({meminfo('MemAvailable') / GiB:.1f} GiB available), Linux {platform.release()}, "
             f"Python {platform.python_version()}\n  guestfish {guestfish_version()}, "
             f"{first_line(['virt-customize', '--version'])}, {first_line(['qemu-system-x86_64', '--version'])}\n"
-            f"  {accel}\n  {where} on {fs} ({shutil.disk_usage(where).free / GiB:.0f} GiB free); "
+            f"  {accel}\n  {where} on {file_system(where)}; "
             f"load average {load_average()}")
 
 
