@@ -123,6 +123,15 @@ class LastAdministrator(Conflict):
     error_code = "LAST_ADMINISTRATOR"
 
 
+class InvalidTransition(Conflict):
+    """The provision state machine (``appliance/states.py``) has no edge for this event in this state."""
+
+    msg_fmt = "The event {event} is not allowed in provision state {state}."
+    error_code = "INVALID_PROVISION_STATE"
+    default_actions = ("Read the server's provision state, wait for running work to finish or abort it, then "
+                       "send an event that state allows.",)
+
+
 class EtagMismatch(ApplianceError):
     msg_fmt = "The resource was changed by someone else (eTag {given} does not match {current})."
     error_code = "ETAG_MISMATCH"
