@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,9 @@ from tests.support.live import LiveAppliance
 from tests.support.requirements import require_tools
 from tests.support.runner import wait_task
 
-pytestmark = pytest.mark.slow
+# What runs here is guestfish on volumes, the same on either database (the plan resources are
+# tested on both in test_plans_api), and each guestfish launch costs ~12 s under TCG.
+pytestmark = [pytest.mark.slow, pytest.mark.one_backend]
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -68,19 +69,6 @@ def guestfish(cache: Path, disks: list[Path], commands: list[str], *, ro: bool) 
                           env=gf_env(cache), timeout=180, check=False)
     assert done.returncode == 0, done.stderr
     return done.stdout
-
-
-@pytest.fixture
-def live(tmp_path: Path) -> Iterator[LiveAppliance]:
-    """One appliance on SQLite: what runs here is guestfish on volumes, the same on either database
-    (the plan resources themselves are tested on both in test_plans_api), and each guestfish launch
-    costs ~12 s under TCG."""
-    appliance = LiveAppliance(tmp_path / "live-home", None)
-    appliance.start()
-    try:
-        yield appliance
-    finally:
-        appliance.stop()
 
 
 @pytest.fixture(scope="module")
