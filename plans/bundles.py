@@ -182,9 +182,11 @@ def build_plan_reference(
     return found[0]
 
 
-def _golden_image_reference(
+def golden_image_reference(
     deployment_plan: Mapping[str, Any], golden_images: Sequence[Mapping[str, Any]]
 ) -> Mapping[str, Any] | None:
+    """The bundled golden image (its metadata) a deployment plan names by id, URI or name; None
+    when it names none, or one that is not in the bundle (see below)."""
     ref = _field(deployment_plan, "goldenImageURI", "goldenImageUri")
     if ref is None or ref == "":
         return None  # an "empty volume" plan
@@ -303,7 +305,7 @@ def _check_artifacts(
     for entry, deployment_plan in deployment_plans:
         try:
             build_plan_reference(deployment_plan, plans)
-            _golden_image_reference(deployment_plan, images)
+            golden_image_reference(deployment_plan, images)
         except BundleError as exc:
             raise BundleError(f"bundle entry {entry!r}: {exc}", entry=entry) from None
 

@@ -72,12 +72,6 @@ def _flag(raw: object) -> bool:
     return raw is True or (isinstance(raw, str) and raw.strip().lower() == "true")
 
 
-def golden_image_reference(plan: Mapping[str, Any]) -> str:
-    """A deployment plan's golden image as the bundle names it ("" when it has none)."""
-    raw = plan.get("goldenImageURI", plan.get("goldenImageUri"))
-    return raw.strip() if isinstance(raw, str) else ""
-
-
 class BundleImporter:
     def __init__(self, db: Session, secrets: SecretBox, clock: Clock = system_clock) -> None:
         self.db = db
@@ -169,13 +163,13 @@ class BundleImporter:
                          golden_images: Mapping[str, str]) -> str | None:
         """The deployment plan's golden image here: the bundled one it names, else one of the
         library's of that name (a bundle exported without its golden images)."""
-        ref = golden_image_reference(raw)
+        bundled = bundles.golden_image_reference(raw, [image.metadata for image in bundle.golden_images])
+        if bundled is not None:
+            return golden_images[_text(bundled.get("id"))]
+        ref = _text(raw.get("goldenImageURI", raw.get("goldenImageUri"))).strip()
         if not ref:
             return None
         key = ref.rstrip("/").rsplit("/", 1)[-1]
-        for image in bundle.golden_images:
-            if key in (_text(image.metadata.get("id")), _text(image.metadata.get("name"))):
-                return golden_images[_text(image.metadata.get("id"))]
         images = GoldenImageRepository(self.db)
         found = images.get(key) or images.by_name(ref)
         if found is None:
