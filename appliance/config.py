@@ -191,6 +191,7 @@ class BootSettings(Group):
         None, description="Boot URL base given to clients; http://<DHCP server address>:<http_port> when unset."
     )
     events_kept: int = Field(20000, ge=100, description="Boot events kept; older ones are pruned.")
+    agent_heartbeat_s: float = Field(5.0, gt=0, le=300, description="How often a deploy agent reports in.")
 
 
 class BmcSettings(Group):
@@ -222,6 +223,15 @@ class BmcSettings(Group):
     )
 
 
+class ProvisioningSettings(Group):
+    """The provision state machine: how long each wait state may last before it times out."""
+
+    inspect_wait_s: int = Field(1800, ge=1, description="Booting the agent and reading the inventory.")
+    deploy_wait_s: int = Field(3600, ge=1, description="The agent writing the image, or an installer running.")
+    capture_wait_s: int = Field(7200, ge=1, description="The agent streaming a disk back.")
+    clean_wait_s: int = Field(3600, ge=1, description="The agent erasing the disks.")
+
+
 class Settings(BaseSettings):
     """All of the appliance's settings. See docs/configuration.md for every field."""
 
@@ -245,6 +255,7 @@ class Settings(BaseSettings):
     boot: BootSettings = BootSettings()
     bmc: BmcSettings = BmcSettings()
     images: ImageSettings = ImageSettings()
+    provisioning: ProvisioningSettings = ProvisioningSettings()
 
     @field_validator("home")
     @classmethod

@@ -123,6 +123,21 @@ class LastAdministrator(Conflict):
     error_code = "LAST_ADMINISTRATOR"
 
 
+class AgentTokenInvalid(ApplianceError):
+    """A deploy agent's call without a valid agent token for the node it names (docs/agent-api.md)."""
+
+    msg_fmt = "The agent token is missing, expired or not this node's."
+    error_code = "AGENT_TOKEN_INVALID"
+    http_status = 401
+    default_actions = ("Boot the server into the deploy ramdisk again: its lookup gets a new token.",)
+
+
+class AgentLookupMismatch(Conflict):
+    msg_fmt = "The agent's lookup does not match its boot token: {reason}"
+    error_code = "AGENT_LOOKUP_MISMATCH"
+    default_actions = ("Enrol the server (its BMC reports its MACs) and boot it again through Ingot.",)
+
+
 class InvalidTransition(Conflict):
     """The provision state machine (``appliance/states.py``) has no edge for this event in this state."""
 

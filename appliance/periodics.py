@@ -10,6 +10,7 @@ from appliance.context import AppContext
 from appliance.db.session import unit_of_work
 from appliance.services.auth import AuthService
 from appliance.services.golden_images import check_store_space
+from appliance.services.provisioning import expire_waits, wait_ttls
 from appliance.services.server_hardware import ServerHardwareService
 
 log = logging.getLogger(__name__)
@@ -28,6 +29,7 @@ async def housekeeping(ctx: AppContext, interval_s: float = 300.0) -> None:
             if purged:
                 log.info("purged %d expired login sessions", purged)
             await asyncio.to_thread(_check_store_space, ctx)
+            await asyncio.to_thread(_expire_waits, ctx)
         except Exception:
             log.exception("housekeeping round failed")
         await asyncio.sleep(interval_s)
@@ -36,6 +38,13 @@ async def housekeeping(ctx: AppContext, interval_s: float = 300.0) -> None:
 def _check_store_space(ctx: AppContext) -> None:
     with unit_of_work(ctx.session_factory) as db:
         check_store_space(ctx.images, ctx.settings.images.low_space_percent, db, ctx.clock)
+
+
+def _expire_waits(ctx: AppContext) -> None:
+    """Servers whose wait state outlived its TTL fail (the work waiting on them may be gone)."""
+    with unit_of_work(ctx.session_factory) as db:
+        for transition in expire_waits(db, ctx.clock, wait_ttls(ctx.settings.provisioning)):
+            log.warning("%s timed out in %s", transition.name, transition.before)
 
 
 def queue_power_sync(ctx: AppContext) -> str:

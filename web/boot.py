@@ -26,6 +26,7 @@ from appliance.netboot.scripts import RAMDISK_FILES, boot_script, ramdisk_dir
 from appliance.services.netboot import NetbootService, parse_mac
 from pxe.tftp.files import FileError, resolve
 from web import errors
+from web.agent_api import agent_router
 
 IPXE_MEDIA_TYPE = "text/plain; charset=utf-8"
 
@@ -34,6 +35,7 @@ def create_boot_app(ctx: AppContext) -> FastAPI:
     app = FastAPI(title="Ingot boot", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.ctx = ctx
     errors.install(app)
+    app.include_router(agent_router(ctx))
     settings = ctx.settings
 
     def event(request: Request, action: str, detail: str, *, mac: str | None = None, ok: bool = True) -> None:

@@ -10,12 +10,12 @@ from appliance.models.golden_image import GoldenImage
 from appliance.models.netboot import BootEvent, BootToken, DhcpLease, DnsRecord, Reservation, Subnet
 from appliance.models.os_volume import OsVolume
 from appliance.models.plan_script import PlanScript
-from appliance.models.server_hardware import ServerHardware
+from appliance.models.server_hardware import AgentCommand, AgentSession, ServerHardware
 from appliance.models.task import Task, TaskProgress
 from appliance.models.user import ApiToken, LoginSession, User
 
 __all__ = [
-    "Alert", "ApiToken", "ArtifactBundle", "AuditEntry", "Backup",
+    "AgentCommand", "AgentSession", "Alert", "ApiToken", "ArtifactBundle", "AuditEntry", "Backup",
     "BootEvent", "BootToken", "BuildPlan", "DeploymentPlan", "DhcpLease",
     "DnsRecord", "GoldenImage", "LoginSession",
     "OsVolume", "PlanScript", "Reservation", "ServerHardware", "Subnet", "Task", "TaskProgress", "User",

@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Float, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from appliance.db.base import Base, ResourceMixin
+from appliance.db.base import Base, ResourceMixin, new_id, utcnow
 
 
 class ServerHardware(ResourceMixin, Base):
@@ -39,3 +39,50 @@ class ServerHardware(ResourceMixin, Base):
     sensors: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
     boot_device: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
     last_contact: Mapped[datetime | None] = mapped_column(default=None)
+    # The provision state machine (appliance/states.py). Only appliance/services/provisioning.py
+    # writes these four: it takes the row's lock, advances the state and stamps the time.
+    provision_state: Mapped[str] = mapped_column(String(32), default="enroll", server_default="enroll",
+                                                 index=True)
+    provision_previous: Mapped[str | None] = mapped_column(String(32), default=None)  # before maintenance
+    provision_updated: Mapped[datetime | None] = mapped_column(default=None)  # entered; wait-state TTLs count from it
+    last_error: Mapped[str | None] = mapped_column(Text, default=None)
+    # What the deploy agent found on the machine (agent.inventory.collect), and when.
+    hardware_inventory: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    inspected: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class AgentSession(Base):
+    """The deploy agent running on a server now: who it is, how it proves it, when it last spoke.
+    One per server; a new lookup replaces it. The token is kept as its SHA-256 only."""
+
+    __tablename__ = "agent_sessions"
+
+    server_hardware_id: Mapped[str] = mapped_column(
+        ForeignKey("server_hardware.id", ondelete="CASCADE"), primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    mac: Mapped[str] = mapped_column(String(17))
+    address: Mapped[str | None] = mapped_column(String(64), default=None)
+    agent_version: Mapped[str | None] = mapped_column(String(32), default=None)
+    started: Mapped[datetime] = mapped_column(default=utcnow)
+    last_heartbeat: Mapped[datetime] = mapped_column(default=utcnow)
+    uptime_s: Mapped[float | None] = mapped_column(Float, default=None)
+
+
+class AgentCommand(Base):
+    """One command for a server's agent (docs/agent-api.md): queued by the appliance, handed out by
+    a heartbeat once, then reported running, succeeded or failed by the agent."""
+
+    __tablename__ = "agent_commands"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    server_hardware_id: Mapped[str] = mapped_column(
+        ForeignKey("server_hardware.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(32))
+    params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    state: Mapped[str] = mapped_column(String(16), default="queued")  # queued|sent|running|succeeded|failed
+    percent: Mapped[int] = mapped_column(Integer, default=0)
+    message: Mapped[str | None] = mapped_column(Text, default=None)
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    error: Mapped[str | None] = mapped_column(Text, default=None)
+    created: Mapped[datetime] = mapped_column(default=utcnow)
+    updated: Mapped[datetime] = mapped_column(default=utcnow)

@@ -24,7 +24,9 @@ from appliance.repositories.base import Page
 from appliance.repositories.server_hardware import ServerHardwareRepository
 from appliance.repositories.tasks import TaskRepository
 from appliance.secretbox import SecretBox
+from appliance.services.provisioning import ProvisionService
 from appliance.services.tasks import ResourceRef, TaskService
+from appliance.states import Event
 
 CATEGORY = "server-hardware"
 ADDING, MONITORED, REMOVING, ERROR = "Adding", "NoProfileApplied", "Removing", "Error"
@@ -47,6 +49,10 @@ TASK_BOOT = "server-hardware-boot-device"
 TASK_REMOVE = "server-hardware-remove"
 TASK_POWER_SYNC = "server-hardware-power-sync"
 TASK_DISCOVER = "server-hardware-discover"
+TASK_INSPECT = "server-hardware-inspect"
+# Provision events staff send to a server directly; the rest come from profiles or the work itself.
+OPERATOR_EVENTS = tuple(e.value for e in (Event.MANAGE, Event.INSPECT, Event.MAINTAIN, Event.UNMAINTAIN,
+                                          Event.ABORT, Event.RETIRE))
 
 
 def server_uri(server_id: str) -> str:
@@ -174,6 +180,22 @@ class ServerHardwareService:
         server = self._serviceable(server_id)
         args = {"device": boot.value, "persistent": persistent, "mode": boot_mode.value if boot_mode else None}
         return self._queue(TASK_BOOT, "Set boot device", server, owner, args)
+
+    def provision(self, server_id: str, event: str, owner: str) -> Task | None:
+        """An operator's provision event (see appliance/states.py). ``inspect`` starts work and returns
+        its task; the others change the state at once and return None.
+
+        :raises InvalidInput: not an event operators send here (deploy and capture come from profiles).
+        :raises InvalidTransition: the server's state does not allow it (409).
+        """
+        if event not in OPERATOR_EVENTS:
+            raise InvalidInput(reason=f"event must be one of {', '.join(OPERATOR_EVENTS)}; deploy, capture and "
+                                      "release come from server profiles")
+        server = self._serviceable(server_id)
+        ProvisionService(self.db, self.clock).fire(server.id, event)
+        if event == Event.INSPECT:
+            return self._queue(TASK_INSPECT, "Inspect", server, owner)
+        return None
 
     def start_refresh(self, server_id: str, owner: str) -> Task:
         return self._queue(TASK_REFRESH, "Refresh", self._serviceable(server_id), owner)

@@ -26,6 +26,7 @@ from appliance.models import ServerHardware
 from appliance.repositories.alerts import AlertRepository
 from appliance.repositories.server_hardware import ServerHardwareRepository
 from appliance.services.alerts import AlertService
+from appliance.services.provisioning import ProvisionService
 from appliance.services.server_hardware import (
     ADDING,
     CATEGORY,
@@ -42,6 +43,7 @@ from appliance.services.server_hardware import (
     ServerHardwareService,
     server_uri,
 )
+from appliance.states import Event, ProvisionState
 from appliance.tasks.handlers import Outcome, TaskContext, TaskHandler
 
 log = logging.getLogger(__name__)
@@ -188,8 +190,17 @@ class AddTask(ServerHardwareTask):
             raise
         await self.record(server.id, state=MONITORED, state_reason=None,
                           expected_power=fields["power_state"], **fields)
+        await ctx.run_sync(self._managed, server.id)
         await ctx.progress(100, f"Added {server.name}.")
         return Outcome(status=f"Added {server.name}.")
+
+    def _managed(self, server_id: str) -> None:
+        """The BMC answered with the credentials given: a new server is manageable (a forced re-add
+        of a known one keeps its provision state)."""
+        with unit_of_work(self.app.session_factory) as db:
+            row = ServerHardwareRepository(db).get(server_id)
+            if row is not None and row.provision_state == ProvisionState.ENROLL:
+                ProvisionService(db, self.app.clock).fire(server_id, Event.MANAGE, expect=ProvisionState.ENROLL)
 
     def _discard(self, server_id: str, previous: dict[str, Any] | None) -> None:
         """Undo the add: a new server is dropped, a forced re-add gets back what it had."""

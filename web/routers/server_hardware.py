@@ -30,6 +30,7 @@ from web.schemas.server_hardware import (
     BootDeviceChange,
     DiscoveryScan,
     PowerStateChange,
+    ProvisionEvent,
     RefreshStateChange,
     ServerHardwareAdd,
     server_hardware_public,
@@ -99,6 +100,19 @@ def refresh(server_id: str, body: RefreshStateChange, db: DbDep, ctx: AppDep, pr
 def set_boot_device(server_id: str, body: BootDeviceChange, db: DbDep, ctx: AppDep, principal: Operator) -> Response:
     return accepted(_service(db, ctx).start_boot_device(server_id, body.device, body.persistent, body.mode,
                                                         principal.name))
+
+
+@router.put(BASE + "/{server_id}/provisionState")
+def provision(server_id: str, body: ProvisionEvent, request: Request, db: DbDep, ctx: AppDep,
+              principal: Operator) -> Response:
+    """Ingot's provision events (appliance/states.py): ``inspect`` answers 202 with its task, the
+    others change the state at once and answer 200 with the server hardware."""
+    service = _service(db, ctx)
+    task = service.provision(server_id, body.event, principal.name)
+    if task is not None:
+        return accepted(task)
+    db.flush()
+    return resource_response(request, _public(ctx, service.get(server_id)))
 
 
 # --- Serial-over-LAN console -------------------------------------------------------------------

@@ -10,6 +10,7 @@ from pydantic import Field
 from appliance.drivers.base import BmcDriver
 from appliance.models import ServerHardware
 from appliance.services.server_hardware import DiscoveryRequest, Enrollment, server_uri
+from appliance.states import TARGET, ProvisionState, allowed_events
 from web.schemas.common import Strict, resource_header, ts
 
 
@@ -48,6 +49,12 @@ class BootDeviceChange(Strict):
     device: Literal["pxe", "disk", "cd", "bios", "none"]
     persistent: bool = False
     mode: Literal["bios", "uefi"] | None = None
+
+
+class ProvisionEvent(Strict):
+    """An operator's provision event: manage, inspect, maintain, unmaintain, abort or retire."""
+
+    event: str = Field(min_length=1, max_length=32)
 
 
 class DiscoveryScan(Strict):
@@ -90,5 +97,27 @@ def server_hardware_public(server: ServerHardware, driver: BmcDriver | None = No
         "sensors": list(server.sensors or []),
         "lastContact": ts(server.last_contact),
         "bmcCircuit": driver.circuit.state if driver is not None else "closed",
+        **_provisioning(server),
     })
     return body
+
+
+def _provisioning(server: ServerHardware) -> dict[str, Any]:
+    """Ingot's provision state and what inspection found, with the OneView fields it answers."""
+    state = ProvisionState(server.provision_state)
+    inventory = server.hardware_inventory or {}
+    memory = inventory.get("physical_memory_bytes") or inventory.get("memory_bytes")
+    cpu = inventory.get("cpu") or {}
+    return {
+        "provisionState": state.value,
+        "targetProvisionState": TARGET[state].value if state in TARGET else None,
+        "provisionStateUpdated": ts(server.provision_updated),
+        "provisionEvents": [e.value for e in allowed_events(state)],
+        "maintenanceFrom": server.provision_previous,
+        "lastError": server.last_error,
+        "memoryMb": memory // (1 << 20) if memory else None,
+        "processorCoreCount": cpu.get("count"),
+        "processorType": cpu.get("model"),
+        "hardwareInventory": server.hardware_inventory,
+        "inspected": ts(server.inspected),
+    }
