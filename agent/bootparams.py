@@ -9,8 +9,8 @@ The appliance's iPXE script (``appliance/netboot/scripts.py``) boots the ramdisk
 ARP hardware type, Ethernet). ``ingot.poweroff`` (a flag) asks the ramdisk to power the machine
 off once the agent has finished, which scripted tests use.
 
-This module runs on the target inside the ramdisk's ``python3-minimal``: standard library
-modules that package ships only (no ``json``, ``dataclasses``, ``shlex`` or ``http`` there).
+This module runs on the target inside the ramdisk (``python3-minimal`` plus
+``libpython3-stdlib``): standard library modules only.
 The token is a secret: it is never part of a ``repr`` or a report, only its length.
 """
 

@@ -2,7 +2,7 @@
 ``dmidecode`` in the ramdisk).
 
 Everything is plain dicts, lists, strings, ints, bools and None, ready for the report the agent
-sends the appliance (which encodes it itself: ``python3-minimal`` has no ``json``). Every
+sends the appliance as JSON (:mod:`agent.client`). Every
 function takes ``root`` (default ``/``), the directory ``proc`` and ``sys`` are read under, so
 tests build a fake tree. A file that is missing or unreadable (``product_serial`` needs root; a
 down NIC's ``carrier`` raises EINVAL) gives None, never an exception: an inventory with a gap
@@ -22,7 +22,7 @@ are never an OS disk. A disk's ``serial`` is the first found of:
 (``naa.5000c500...``) as ``0x5000c500...``, an EUI-64 (``eui....``) as is, which is how udev
 spells ``ID_WWN``; a T10 vendor id is no WWN (None).
 
-Runs on the target under ``python3-minimal``: ``os`` and ``typing`` only.
+Runs on the target (``python3-minimal`` plus ``libpython3-stdlib``): ``os`` and ``typing`` only.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from __future__ import annotations
 import os
 from typing import TypedDict
 
+MiB = 1 << 20
 SECTOR = 512  # /sys/block/<disk>/size counts 512-byte sectors whatever the disk's block size
 SKIPPED_DISK_PREFIXES = ("loop", "ram", "zram", "sr", "fd")
 DMI_FIELDS = ("sys_vendor", "product_name", "product_serial", "product_uuid", "bios_version")
@@ -63,6 +64,7 @@ class Nic(TypedDict):
 class Inventory(TypedDict):
     cpu: Cpu
     memory_bytes: int | None
+    physical_memory_bytes: int | None
     disks: list[Disk]
     nics: list[Nic]
     system: dict[str, str | None]
@@ -128,6 +130,43 @@ def memory_bytes(root: str = "/") -> int | None:
                 scale = 1024 if len(fields) > 1 and fields[1].lower() == "kb" else 1
                 return int(fields[0]) * scale
     return None
+
+
+def dimm_size_bytes(raw: bytes) -> int | None:
+    """The size of one SMBIOS Memory Device (type 17) structure, or None for an empty slot or an
+    unknown size. SMBIOS 3.x section 7.18: the WORD at 0x0C is the size in MiB, or in KiB when bit
+    15 is set; 0x7FFF means the DWORD "Extended Size" at 0x1C holds it in MiB; 0 is no DIMM,
+    0xFFFF unknown."""
+    if len(raw) < 0x0E or raw[0] != 17:
+        return None
+    size = raw[0x0C] | (raw[0x0D] << 8)
+    if size in (0, 0xFFFF):
+        return None
+    if size == 0x7FFF:
+        if raw[1] < 0x20 or len(raw) < 0x20:
+            return None
+        extended = int.from_bytes(raw[0x1C:0x20], "little") & 0x7FFFFFFF
+        return extended * MiB or None
+    return (size & 0x7FFF) * (1024 if size & 0x8000 else MiB)
+
+
+def physical_memory_bytes(root: str = "/") -> int | None:
+    """The installed memory: the sum of the SMBIOS Memory Devices the firmware describes in
+    ``/sys/firmware/dmi/entries/17-*/raw`` (readable by root). Unlike ``MemTotal`` it is what
+    was bought, not what is left after the firmware and the kernel took their share: the figure
+    an inventory is compared with. None when the firmware lists no DIMM."""
+    base = _path(root, "sys/firmware/dmi/entries")
+    total = 0
+    for name in _listdir(base):
+        if not name.startswith("17-"):
+            continue
+        try:
+            with open(os.path.join(base, name, "raw"), "rb") as f:
+                size = dimm_size_bytes(f.read())
+        except OSError:
+            continue
+        total += size or 0
+    return total or None
 
 
 # -- disks -----------------------------------------------------------------------------------
@@ -232,6 +271,7 @@ def collect(root: str = "/") -> Inventory:
     return {
         "cpu": cpu(root),
         "memory_bytes": memory_bytes(root),
+        "physical_memory_bytes": physical_memory_bytes(root),
         "disks": disks(root),
         "nics": nics(root),
         "system": system(root),

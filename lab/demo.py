@@ -2,13 +2,14 @@
 
 Brings the lab up (lab/rack.py: 3 QEMU servers, the last one UEFI, each behind a virtual BMC, and
 the appliance on a private provisioning network), then does what staff would do through the
-REST API: enroll each server by its BMC address only, set a one-time PXE boot, power it on, and
-watch it PXE-boot through Ingot's DHCP, TFTP and HTTP into the deploy ramdisk until its agent
-reports on the serial console. Progress bars follow each server's phases; a final table gives the
-time of each phase (power-on -> DHCP -> boot loader -> kernel -> agent), and the UI address and
-login are printed.
+REST API: enroll each server by its BMC address only and inspect it: Ingot sets a one-time PXE
+boot and powers it on, the server PXE-boots through Ingot's DHCP, TFTP and HTTP into the deploy
+ramdisk, its agent looks itself up and reports the hardware inventory, and Ingot powers it off
+and marks it available. Progress bars follow each server's phases; a final table gives the time
+of each phase (power-on -> DHCP -> boot loader -> kernel -> agent -> inspected) and what the
+agent found, and the UI address and login are printed.
 
-Exit status 0 only if every server reached its agent. Interactive runs (a TTY on stdin) keep the
+Exit status 0 only if every server was inspected. Interactive runs (a TTY on stdin) keep the
 lab up until Ctrl-C; otherwise it is taken down at the end. ``INGOT_HOME`` (default ./var) holds
 the lab and its image cache; ``DEMO_SERVERS`` / ``DEMO_UEFI`` change the rack.
 """
@@ -38,7 +39,7 @@ REPO = Path(__file__).resolve().parents[1]
 BOOT_TIMEOUT_S = 300.0  # TCG on two cores: ~10 s (BIOS) to ~30 s (UEFI) per server measured
 TASK_TIMEOUT_S = 120.0
 ACTIVE = ("New", "Starting", "Pending", "Running", "Stopping")
-PHASES = ("power-on", "DHCP", "boot loader", "kernel", "agent")
+PHASES = ("power-on", "DHCP", "boot loader", "kernel", "agent", "inspected")
 AGENT_LINE = re.compile(r"INGOT-AGENT started mac=(\S+) ip=(\S+)")
 console = Console(width=None if sys.stdout.isatty() else 132)  # a log file gets the whole table
 
@@ -51,6 +52,8 @@ class Server:
     mac: str
     serial_log: Path
     uri: str | None = None
+    task: str | None = None  # the inspection
+    inventory: dict[str, Any] | None = None
     ip: str | None = None
     at: dict[str, float] = field(default_factory=dict)  # phase -> epoch seconds
     error: str | None = None
@@ -58,6 +61,10 @@ class Server:
     @property
     def phase(self) -> int:
         return sum(1 for p in PHASES if p in self.at)
+
+    @property
+    def inspected(self) -> bool:
+        return "inspected" in self.at
 
 
 def _wait_task(api: httpx.Client, uri: str) -> dict[str, Any]:
@@ -96,16 +103,29 @@ def enroll(api: httpx.Client, servers: list[Server]) -> None:
         server.uri = task["associatedResource"]["resourceUri"]
 
 
-def power_on_to_pxe(api: httpx.Client, server: Server) -> None:
+def start_inspection(api: httpx.Client, server: Server) -> None:
+    """Ingot sets the one-time PXE boot and powers the server on itself: the inspect event."""
     assert server.uri is not None
-    for path, body in (("bootDevice", {"device": "pxe", "persistent": False}),
-                       ("powerState", {"powerState": "On", "powerControl": "MomentaryPress"})):
-        response = api.put(f"{server.uri}/{path}", json=body)
-        task = _wait_task(api, response.headers["location"]) if response.status_code == 202 else None
-        if task is None or task["taskState"] != "Completed":
-            server.error = f"{path} failed: {_task_error(task) if task else response.text[:200]}"
-            return
+    response = api.put(f"{server.uri}/provisionState", json={"event": "inspect"})
+    if response.status_code != 202:
+        server.error = f"inspect refused: {response.text[:200]}"
+        return
+    server.task = response.headers["location"]
     server.at["power-on"] = time.time()
+
+
+def follow_inspection(api: httpx.Client, server: Server) -> None:
+    """Once the inspection task has ended: the inventory, or why it failed."""
+    if server.task is None or server.uri is None or "inspected" in server.at:
+        return
+    task = api.get(server.task).json()
+    if task["taskState"] in ACTIVE:
+        return
+    if task["taskState"] != "Completed":
+        server.error = f"inspection failed: {_task_error(task)}"
+        return
+    server.inventory = api.get(server.uri).json().get("hardwareInventory")
+    server.at["inspected"] = time.time()
 
 
 def observe(api: httpx.Client, servers: list[Server]) -> None:
@@ -128,13 +148,15 @@ def observe(api: httpx.Client, servers: list[Server]) -> None:
                 server.at.setdefault("boot loader", at)
             elif event["service"] == "http" and "vmlinuz" in detail:
                 server.at.setdefault("kernel", at)
+            elif event["service"] == "http" and event["action"] == "AGENT" and detail == "lookup":
+                server.at.setdefault("agent", at)
     for server in servers:
-        if "agent" in server.at or not server.serial_log.exists():
-            continue
-        match = AGENT_LINE.search(server.serial_log.read_text(errors="replace"))
-        if match:
-            server.at["agent"] = time.time()
-            server.ip = match.group(2).split("/", 1)[0]
+        if server.ip is None and server.serial_log.exists():
+            match = AGENT_LINE.search(server.serial_log.read_text(errors="replace"))
+            if match:
+                server.at.setdefault("agent", time.time())
+                server.ip = match.group(2).split("/", 1)[0]
+        follow_inspection(api, server)
 
 
 def boot_all(api: httpx.Client, servers: list[Server]) -> None:
@@ -144,27 +166,36 @@ def boot_all(api: httpx.Client, servers: list[Server]) -> None:
 
         def show(server: Server) -> None:
             text = server.error or (f"{PHASES[server.phase - 1]} done" if server.phase else "waiting")
-            if server.phase == len(PHASES):
-                text = f"agent up at {server.ip}"
+            if server.inspected:
+                text = f"available: {summary(server.inventory)}"
             progress.update(bars[server.name], completed=server.phase, phase=text[:34])
 
         enroll(api, servers)
         for server in servers:
             if server.error is None:
-                progress.update(bars[server.name], phase="one-time PXE, power on")
-                power_on_to_pxe(api, server)
+                progress.update(bars[server.name], phase="inspect: one-time PXE, power on")
+                start_inspection(api, server)
             show(server)
         deadline = time.monotonic() + BOOT_TIMEOUT_S
-        while time.monotonic() < deadline and any(s.error is None and s.phase < len(PHASES) for s in servers):
+        while time.monotonic() < deadline and any(s.error is None and not s.inspected for s in servers):
             observe(api, servers)
             for server in servers:
                 show(server)
             time.sleep(0.5)
         for server in servers:
-            if server.error is None and server.phase < len(PHASES):
-                server.error = f"no agent within {BOOT_TIMEOUT_S:.0f} s (last phase: " \
+            if server.error is None and not server.inspected:
+                server.error = f"not inspected within {BOOT_TIMEOUT_S:.0f} s (last phase: " \
                                f"{PHASES[server.phase - 1] if server.phase else 'none'})"
             show(server)
+
+
+def summary(inventory: dict[str, Any] | None) -> str:
+    """What the agent found, in one short line: ``2 CPU, 768 MiB, vda 8 GiB``."""
+    if not inventory:
+        return "no inventory"
+    memory = inventory.get("physical_memory_bytes") or inventory.get("memory_bytes") or 0
+    disks = ", ".join(f"{d['name']} {d['size_bytes'] / (1 << 30):.0f} GiB" for d in inventory.get("disks", []))
+    return f"{(inventory.get('cpu') or {}).get('count')} CPU, {memory >> 20} MiB, {disks or 'no disk'}"
 
 
 def report(servers: list[Server]) -> None:
@@ -174,7 +205,7 @@ def report(servers: list[Server]) -> None:
     for s in servers:
         start = s.at.get("power-on")
         times = [f"{s.at[p] - start:.1f}" if start and p in s.at else "-" for p in PHASES[1:]]
-        state = "[green]agent running[/green]" if s.phase == len(PHASES) else f"[red]{s.error}[/red]"
+        state = f"[green]available[/green]: {summary(s.inventory)}" if s.inspected else f"[red]{s.error}[/red]"
         table.add_row(s.name, s.firmware, f"{s.bmc['address']}:{s.bmc['port']}", s.mac, s.ip or "-", *times, state)
     console.print(table)
 
@@ -213,7 +244,7 @@ def _main_job(home: Path, state: dict[str, Any]) -> int:
         console.rule("[bold]Enroll by BMC address, PXE-boot into the deploy ramdisk")
         boot_all(api, servers)
     report(servers)
-    ok = all(s.phase == len(PHASES) for s in servers)
+    ok = all(s.inspected for s in servers)
     console.rule("[bold]Log in")
     console.print(f"Web UI and REST API: [bold]{state['url']}/ui/[/bold]  (self-signed certificate: "
                   f"{state['ca_cert']})")

@@ -4,7 +4,8 @@
 image              what it is
 =================  ==========================================================================
 deploy ramdisk     Debian's kernel + one zstd initramfs: ``mmdebstrap --variant=essential``
-                   with python3-minimal and busybox, slimmed, the NIC/disk modules, and the
+                   with python3-minimal, libpython3-stdlib (json, http.client, urllib.request:
+                   the agent API's client) and busybox, slimmed, the NIC/disk modules, and the
                    ``agent`` package from this checkout. Its /init mounts the kernel file
                    systems, loads the modules, waits for the boot NIC (``BOOTIF`` or the first
                    Ethernet), takes a lease with busybox ``udhcpc`` (kept renewing in the
@@ -70,7 +71,9 @@ MiB = 1 << 20
 # ---------------------------------------------------------------------------------------------
 # Deploy ramdisk
 RAMDISK_FORMAT = 1  # bump when a build step changes in a way the key below does not see
-RAMDISK_PACKAGES = ("python3-minimal", "busybox")
+# libpython3-stdlib: the rest of the standard library (json, http, email, dataclasses, ...) the
+# agent's API client needs; python3-minimal alone has neither json nor http.
+RAMDISK_PACKAGES = ("python3-minimal", "libpython3-stdlib", "busybox")
 RAMDISK_MODULES = (*NET_MODULES, *DISK_MODULES)  # the agent will write images to these disks
 RAMDISK_CONFIG = ("CONFIG_BLK_DEV_INITRD", "CONFIG_DEVTMPFS", "CONFIG_PACKET", "CONFIG_UNIX",
                   "CONFIG_SERIAL_8250_CONSOLE", "CONFIG_MODULES")
@@ -134,7 +137,9 @@ while :; do sleep 3600; done
 """
 
 RAMDISK_UDHCPC = r"""#!/bin/sh
-# busybox udhcpc event script: configure the address, default route and resolver.
+# busybox udhcpc event script: configure the address, default route and resolver, and record the
+# lease in /run/ingot/dhcp.env (key=value lines) for the agent, which looks for the appliance at
+# the DHCP server when the kernel command line has no ingot.url.
 bb=/usr/bin/busybox
 case "$1" in
   deconfig)
@@ -150,6 +155,8 @@ case "$1" in
     : >/etc/resolv.conf
     for d in $dns; do echo "nameserver $d" >>/etc/resolv.conf; done
     echo "ip=$ip/${mask:-24} server=${serverid:-none} router=${router:-none} lease=${lease:-0}" >/run/ingot/lease
+    printf 'serverid=%s\nsiaddr=%s\nip=%s\nmask=%s\n' "$serverid" "$siaddr" "$ip" "$mask" >/run/ingot/dhcp.env.new &&
+      mv -f /run/ingot/dhcp.env.new /run/ingot/dhcp.env
     ;;
 esac
 exit 0

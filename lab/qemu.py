@@ -234,6 +234,12 @@ class QemuSpec(BaseModel):
         return self.disk is not None
 
     @property
+    def disk_serial(self) -> str:
+        """The system disk's serial number, as the guest reads it (virtio-blk allows 20 bytes): the
+        deploy agent's inventory reports it and root-device hints can name it."""
+        return f"{self.fru.serial_number}D0"[-20:]
+
+    @property
     def events_socket(self) -> Path | None:
         """A second QMP socket (standby only) on which :class:`QemuMachine` watches for guest resets."""
         return None if self.qmp_socket is None else self.qmp_socket.with_name(self.qmp_socket.name + ".ev")
@@ -334,7 +340,8 @@ def qemu_argv(spec: QemuSpec, *, standby: bool = True, initial_boot: BootDevice 
     if spec.disk is not None:
         argv += ["-blockdev", f"driver=file,filename={_opt(spec.disk)},node-name=disk0-file",
                  "-blockdev", f"driver={spec.disk_format},file=disk0-file,node-name=disk0-format",
-                 "-device", f"virtio-blk-pci,id=disk0,drive=disk0-format,bootindex={order.index('disk0') + 1}"]
+                 "-device", f"virtio-blk-pci,id=disk0,drive=disk0-format,serial={_opt(spec.disk_serial)},"
+                            f"bootindex={order.index('disk0') + 1}"]
     return argv
 
 

@@ -52,7 +52,7 @@ APPLIANCE_HTTPS_PORT = 8443  # inside the namespace (lab.network.boot_services_e
 START_TIMEOUT_S = 120.0
 STOP_GRACE_S = 30.0
 MAX_SERVERS = 32
-DISK_SIZE = "8G"
+DISK_BYTES = 8 << 30  # each server's system disk
 _REPO = Path(__file__).resolve().parents[1]
 
 Say = Callable[[str], None]
@@ -125,7 +125,7 @@ def _server_plans(paths: LabPaths, network: LabNetwork, servers: int, uefi: int,
         tap = network.add_tap(f"tap{index}")
         address = network.add_bmc_address(index)
         disk = disks / f"{name}.qcow2"
-        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(disk), DISK_SIZE], check=True, timeout=60)
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(disk), str(DISK_BYTES)], check=True, timeout=60)
         firmware = "uefi" if index >= servers - uefi else "bios"
         plans.append({
             "address": address, "port": 623, "user": BMC_USER, "password": password,
@@ -230,7 +230,8 @@ def _build(paths: LabPaths, record: LabRecord, cache: Path, servers: int, uefi: 
                      "bmc": {"address": plan["address"], "port": plan["port"], "user": BMC_USER,
                              "password": bmc_password},
                      "macs": bmc["macs"], "serial": bmc["serial"], "uuid": bmc["uuid"],
-                     "serial_log": plan["machine"]["serial_log"]}
+                     "memory_mb": bmc["memory_mb"], "disk_serial": bmc["disk_serial"],
+                     "disk_bytes": DISK_BYTES, "serial_log": plan["machine"]["serial_log"]}
                     for plan, bmc in zip(plans, bmcs, strict=True)],
         "up_s": round(time.monotonic() - started, 1),
     })

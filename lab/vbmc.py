@@ -7,7 +7,7 @@ then powers and boots the VMs exactly as it would real servers. It prints one JS
 
     {"name": "node-0", "address": "127.0.0.1", "port": 16230, "pid": 4242, "serial": "INGQEMU000000",
      "macs": ["52:54:01:00:00:00"], "uuid": "...", "qmp_socket": "/lab/node-0.qmp",
-     "serial_log": "/lab/node-0.serial.log", "fault": "none"}
+     "serial_log": "/lab/node-0.serial.log", "fault": "none", "memory_mb": 768, "disk_serial": "INGQEMU000000D0"}
 
 (``pid`` is QEMU's, for the caller's bookkeeping.)
 and serves until SIGTERM or SIGINT; then it closes the BMCs and stops its QEMUs by PID (QMP ``quit``, then
@@ -457,7 +457,9 @@ class VbmcServer:
             result.append({"name": machine.name, "address": bmc.address, "port": bmc.port, "pid": machine.pid,
                            "serial": machine.fru.serial_number, "macs": list(machine.mac_addresses),
                            "uuid": str(machine.system_guid), "qmp_socket": str(machine.spec.qmp_socket),
-                           "serial_log": str(machine.spec.serial_log), "fault": bmc.fault.value})
+                           "serial_log": str(machine.spec.serial_log), "fault": bmc.fault.value,
+                           "memory_mb": machine.spec.memory_mb,
+                           "disk_serial": machine.spec.disk_serial if machine.spec.has_disk else None})
         return result
 
     def serve_forever(self) -> None:

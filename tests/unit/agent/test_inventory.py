@@ -7,7 +7,18 @@ from pathlib import Path
 
 import pytest
 
-from agent.inventory import collect, cpu, disks, memory_bytes, nics, system, vpd_pg80_serial, wwn_from_wwid
+from agent.inventory import (
+    collect,
+    cpu,
+    dimm_size_bytes,
+    disks,
+    memory_bytes,
+    nics,
+    physical_memory_bytes,
+    system,
+    vpd_pg80_serial,
+    wwn_from_wwid,
+)
 
 CPUINFO = """\
 processor\t: 0
@@ -109,10 +120,29 @@ def fake_dmi(root: Path) -> None:
     (dmi / "product_serial").mkdir()
 
 
+def memory_device(size: int, extended: int = 0, length: int = 0x28) -> bytes:
+    """An SMBIOS type 17 structure's formatted area (the fields before and after Size zeroed)."""
+    raw = bytearray(length)
+    raw[0], raw[1] = 17, length
+    raw[0x0C:0x0E] = size.to_bytes(2, "little")
+    if length >= 0x20:
+        raw[0x1C:0x20] = extended.to_bytes(4, "little")
+    return bytes(raw)
+
+
+def fake_dimms(root: Path) -> None:
+    entries = root / "sys/firmware/dmi/entries"
+    write(entries / "17-0/raw", memory_device(16384))  # 16 GiB in MiB
+    write(entries / "17-1/raw", memory_device(0))  # an empty slot
+    write(entries / "17-2/raw", memory_device(0x7FFF, extended=65536))  # 64 GiB, the extended field
+    write(entries / "16-0/raw", b"\x10\x17" + bytes(21))  # the memory array: not a DIMM
+
+
 @pytest.fixture
 def root(tmp_path: Path) -> str:
     write(tmp_path / "proc/cpuinfo", CPUINFO)
     write(tmp_path / "proc/meminfo", MEMINFO)
+    fake_dimms(tmp_path)
     fake_block(tmp_path)
     fake_net(tmp_path)
     fake_dmi(tmp_path)
@@ -126,6 +156,24 @@ def test_cpu(root: str) -> None:
 
 def test_memory_in_bytes(root: str) -> None:
     assert memory_bytes(root) == 16318544 * 1024
+
+
+def test_physical_memory_is_the_sum_of_the_dimms(root: str) -> None:
+    assert physical_memory_bytes(root) == (16 + 64) << 30
+
+
+@pytest.mark.parametrize(("raw", "size"), [
+    (memory_device(768), 768 << 20),  # QEMU's one DIMM for -m 768
+    (memory_device(0x8000 | 512), 512 << 10),  # bit 15: KiB
+    (memory_device(0xFFFF), None),  # unknown
+    (memory_device(0), None),  # empty slot
+    (memory_device(0x7FFF, length=0x1C), None),  # extended size announced but the structure is too short
+    (memory_device(1024)[:0x0D], None),  # truncated
+    (b"\x11", None),
+    (b"\x10" + memory_device(1024)[1:], None),  # not type 17
+])
+def test_dimm_size(raw: bytes, size: int | None) -> None:
+    assert dimm_size_bytes(raw) == size
 
 
 def test_disks(root: str) -> None:
@@ -188,14 +236,15 @@ def test_system_with_an_unreadable_serial(root: str) -> None:
 
 def test_collect_combines_everything(root: str) -> None:
     inventory = collect(root)
-    assert inventory == {"cpu": cpu(root), "memory_bytes": memory_bytes(root), "disks": disks(root),
+    assert inventory == {"cpu": cpu(root), "memory_bytes": memory_bytes(root),
+                         "physical_memory_bytes": physical_memory_bytes(root), "disks": disks(root),
                          "nics": nics(root), "system": system(root)}
 
 
 def test_an_empty_root_gives_an_empty_inventory(tmp_path: Path) -> None:
     assert collect(str(tmp_path)) == {
         "cpu": {"model": None, "count": 0, "architecture": os.uname().machine},
-        "memory_bytes": None, "disks": [], "nics": [],
+        "memory_bytes": None, "physical_memory_bytes": None, "disks": [], "nics": [],
         "system": dict.fromkeys(("sys_vendor", "product_name", "product_serial", "product_uuid", "bios_version")),
     }
 
