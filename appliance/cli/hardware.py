@@ -1,5 +1,6 @@
 """``ingot hardware``: servers managed through their BMC — add, list, show, power, boot device,
-refresh, remove, fleet power sync, network discovery and the serial console.
+refresh, remove, fleet power sync, network discovery, the serial console, and the provision
+state machine (inspect, and the operator's other provision events).
 
 A server is named by its ID (a UUID, or a ``/rest/server-hardware/<id>`` URI) or by its name.
 Commands that start a task follow it with the live progress bar unless ``--no-wait`` is given,
@@ -25,7 +26,7 @@ from urllib.parse import urlsplit, urlunsplit
 import typer
 
 import appliance
-from appliance.cli.client import API_VERSION, ApiClient, segment
+from appliance.cli.client import API_VERSION, ApiClient, decode, segment
 from appliance.cli.errors import EXIT_AUTH, EXIT_FAILED, ApiError, CliError, UsageError
 from appliance.cli.output import (
     Column,
@@ -43,7 +44,7 @@ from appliance.cli.passwords import read_password
 from appliance.cli.progress import follow_task, has_failed, report_tasks, start_task, watch_tasks
 from appliance.cli.session import Target
 
-app = typer.Typer(help="Server hardware: BMC-managed servers, their power, boot device and console.",
+app = typer.Typer(help="Server hardware: BMC-managed servers, their power, boot device, console and provision state.",
                   no_args_is_help=True)
 
 BASE = "/rest/server-hardware"
@@ -57,6 +58,9 @@ POWER_ACTIONS: dict[str, tuple[str, str]] = {
     "cycle": ("On", "ColdBoot"),
     "reset": ("On", "Reset"),
 }
+# The provision events an operator sends to a server (PUT .../provisionState); deploy, capture and
+# release come from server profiles. ``inspect`` starts a task, the others answer at once.
+PROVISION_EVENTS = ("manage", "inspect", "maintain", "unmaintain", "abort", "retire")
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 ESCAPE = b"~"
 DISCONNECT = b"."
@@ -84,6 +88,53 @@ def boot_of(server: dict[str, Any]) -> str:
     return f"{boot['device']} ({', '.join(extras)})"
 
 
+def provision_of(server: dict[str, Any]) -> str:
+    """The provision state, with the state it is heading for while work runs
+    (``inspect-wait → available``) or the one it returns to after maintenance."""
+    state = str(server.get("provisionState") or "")
+    if server.get("targetProvisionState"):
+        return f"{state} → {server['targetProvisionState']}"
+    if state == "maintenance" and server.get("maintenanceFrom"):
+        return f"{state} (from {server['maintenanceFrom']})"
+    return state
+
+
+def gib(value: Any) -> str:
+    return f"{value / (1 << 30):.1f} GiB" if isinstance(value, int) and not isinstance(value, bool) else ""
+
+
+def _part(inventory: dict[str, Any], key: str) -> dict[str, Any]:
+    value = inventory.get(key)
+    return value if isinstance(value, dict) else {}
+
+
+def inventory_lines(server: dict[str, Any]) -> list[str]:
+    """What inspection found, in words: CPU, memory and the system's identity (disks and NICs are
+    tables, see DISK_COLUMNS and NIC_COLUMNS); empty before the server was inspected."""
+    inventory = server.get("hardwareInventory")
+    if not isinstance(inventory, dict):
+        return []
+    cpu = _part(inventory, "cpu")
+    count, model, arch = cpu.get("count"), cpu.get("model"), cpu.get("architecture")
+    cpu_text = " x ".join(str(part) for part in (count, model) if part not in (None, ""))
+    if arch:
+        cpu_text = f"{cpu_text} ({arch})" if cpu_text else str(arch)
+    memory = server.get("memoryMb")
+    system = _part(inventory, "system")
+    identity = " ".join(str(system[k]) for k in ("sys_vendor", "product_name") if system.get(k))
+    extras = [f"{label} {system[k]}" for label, k in (("serial", "product_serial"), ("BIOS", "bios_version"))
+              if system.get(k)]
+    lines = [f"CPU: {cpu_text or 'unknown'}", f"Memory: {f'{memory} MiB' if memory else 'unknown'}"]
+    if identity or extras:
+        lines.append("System: " + ", ".join(p for p in (identity, *extras) if p))
+    return lines
+
+
+def _disk_kind(disk: dict[str, Any]) -> str:
+    kind = "HDD" if disk.get("rotational") else "SSD"
+    return f"{kind}, removable" if disk.get("removable") else kind
+
+
 def _addresses(server: dict[str, Any]) -> str:
     found = (server.get("mpHostInfo") or {}).get("mpIpAddresses") or []
     return ", ".join(str(a.get("address")) for a in found if isinstance(a, dict) and a.get("address"))
@@ -93,6 +144,7 @@ SERVER_COLUMNS = (
     Column("Name", "name", no_wrap=True),
     Column("Power", "powerState", no_wrap=True),
     Column("State", "state", no_wrap=True),
+    Column("Provision", provision_of, no_wrap=True),
     Column("Status", "status", no_wrap=True),
     Column("Model", "model", drop=2),
     Column("Serial", "serialNumber", drop=1),
@@ -104,6 +156,9 @@ SERVER_FIELDS = (
     Column("State", "state"),
     Column("State reason", "stateReason"),
     Column("Status", "status"),
+    Column("Provision state", provision_of),
+    Column("Last error", "lastError"),
+    Column("Inspected", lambda s: when(s.get("inspected")) or "never"),
     Column("Power", "powerState"),
     Column("Boot device", boot_of),
     Column("Driver", "driver"),
@@ -128,6 +183,23 @@ SENSOR_COLUMNS = (
     Column("Value", lambda s: " ".join(p for p in (format_value(s.get("value")), format_value(s.get("units"))) if p),
            justify="right", no_wrap=True),
     Column("Health", "health", no_wrap=True),
+)
+DISK_COLUMNS = (
+    Column("Disk", "name", no_wrap=True),
+    Column("Size", lambda d: gib(d.get("size_bytes")), justify="right", no_wrap=True),
+    Column("Type", _disk_kind, no_wrap=True),
+    Column("Model", "model"),
+    Column("Vendor", "vendor", drop=1),
+    Column("Serial", "serial", no_wrap=True),
+    Column("WWN", "wwn", no_wrap=True, drop=2),
+)
+NIC_COLUMNS = (
+    Column("NIC", "name", no_wrap=True),
+    Column("MAC", "mac", no_wrap=True),
+    Column("Link", lambda n: "up" if n.get("link") else "down", no_wrap=True),
+    Column("Speed", lambda n: f"{n['speed_mbps']} Mb/s" if n.get("speed_mbps") else "", justify="right",
+           no_wrap=True),
+    Column("Driver", "driver", drop=1),
 )
 FOUND_COLUMNS = (
     Column("Address", "address", no_wrap=True),
@@ -259,7 +331,7 @@ def list_servers(
 
 @app.command()
 def show(server: NameArg, as_json: JsonOption = False) -> None:
-    """Show one server: state, power, BMC, inventory, MAC addresses and sensors."""
+    """Show one server: state, provision state, power, BMC, inventory, MAC addresses and sensors."""
     with ApiClient.connect() as client:
         body = resolve(client, server)
     print_resource(body, SERVER_FIELDS, as_json=as_json)
@@ -268,10 +340,28 @@ def show(server: NameArg, as_json: JsonOption = False) -> None:
     macs = [str(m) for m in body.get("macAddresses") or []]
     note("")
     note("MAC addresses: " + (", ".join(macs) if macs else "none reported"))
+    print_inventory(body)
     sensors = [s for s in body.get("sensors") or [] if isinstance(s, dict)]
     if sensors:
         note("")
         print_table(sensors, SENSOR_COLUMNS, empty="")
+
+
+def print_inventory(server: dict[str, Any]) -> None:
+    """The hardware inspection found (CPU, memory, disks, NICs), or that there is none yet."""
+    note("")
+    lines = inventory_lines(server)
+    if not lines:
+        note("Inventory: not inspected yet (`ingot hardware inspect` reads it).")
+        return
+    note(f"Inventory (inspected {when(server.get('inspected')) or 'at an unknown time'}):")
+    for line in lines:
+        note(f"  {line}")
+    inventory = server.get("hardwareInventory") or {}
+    for key, columns, empty in (("disks", DISK_COLUMNS, "No disks reported."),
+                                ("nics", NIC_COLUMNS, "No NICs reported.")):
+        note("")
+        print_table([i for i in inventory.get(key) or [] if isinstance(i, dict)], columns, empty=empty)
 
 
 @app.command()
@@ -333,6 +423,54 @@ def refresh(server: NameArg, wait: Wait = True) -> None:
         after = client.get(server_path(str(target["id"])))
     note(f"{after.get('name')} refreshed: {after.get('state')}, status {after.get('status')}, "
          f"power {after.get('powerState')}.")
+
+
+@app.command()
+def inspect(server: NameArg, wait: Wait = True) -> None:
+    """Read a server's hardware: boot it into the deploy agent, which reports CPU, memory, disks and
+    NICs, then power it off; it ends available (in the pool)."""
+    send_provision_event(server, "inspect", wait=wait)
+
+
+@app.command()
+def provision(
+    server: NameArg,
+    event: Annotated[str, typer.Argument(
+        help="manage, inspect, maintain, unmaintain, abort or retire.", show_default=False)],
+    wait: Wait = True,
+) -> None:
+    """Send a provision event to a server and print its new provision state (inspect: as `inspect`)."""
+    send_provision_event(server, event, wait=wait)
+
+
+def send_provision_event(server: str, event: str, *, wait: bool) -> None:
+    key = event.strip().lower()
+    if key not in PROVISION_EVENTS:
+        raise UsageError(f"Unknown provision event {event!r}.", hints=["Use " + ", ".join(PROVISION_EVENTS) + "."])
+    with ApiClient.connect() as client:
+        target = resolve(client, server)
+        path = server_path(str(target["id"]))
+        response = client.request("PUT", f"{path}/provisionState", json={"event": key})
+        if response.status_code != 202:  # done at once: the answer is the server
+            after: dict[str, Any] = decode(response)
+            note(f"{after.get('name')} is {provision_of(after)}.")
+            return
+        if follow_task(client, response, wait=wait, what=f"Inspecting {target.get('name')}") is None:
+            return
+        after = client.get(path)
+    note(f"{after.get('name')} inspected: {', '.join([provision_of(after), *inventory_summary(after)])}.")
+
+
+def inventory_summary(server: dict[str, Any]) -> list[str]:
+    """``4 x Xeon``, ``2048 MiB``, ``2 disks``, ``1 NIC``: what inspection found, in short."""
+    inventory = server.get("hardwareInventory")
+    if not isinstance(inventory, dict):
+        return []
+    parts = [line.split(": ", 1)[1] for line in inventory_lines(server)[:2]]
+    for key, word in (("disks", "disk"), ("nics", "NIC")):
+        count = len(inventory.get(key) or [])
+        parts.append(f"{count} {word}" + ("" if count == 1 else "s"))
+    return parts
 
 
 @app.command()

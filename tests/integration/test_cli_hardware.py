@@ -7,16 +7,26 @@ import contextlib
 import json
 import os
 import pty
+import re
 import select
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from appliance.cli.errors import UsageError
-from appliance.cli.hardware import EscapeFilter, choose_enrolments, console_url, quote_filter
+from appliance.cli.hardware import (
+    EscapeFilter,
+    choose_enrolments,
+    console_url,
+    inventory_summary,
+    provision_of,
+    quote_filter,
+)
 from appliance.cli.session import Target, TlsSettings
 from tests.integration.test_cli import assert_no_secret
 from tests.support.cli import INGOT, Cli
@@ -29,8 +39,15 @@ pytestmark = pytest.mark.one_backend
 
 BMC_PASSWORD = "fake-bmc-Secret-1"
 READER_PASSWORD = "Reader-pass-1"
-
-
+# What the deploy agent posts (agent.inventory.collect's shape); tests play the agent over its API.
+INVENTORY = {"cpu": {"model": "Fake CPU", "count": 4, "architecture": "x86_64"}, "memory_bytes": 2000 << 20,
+             "physical_memory_bytes": 2048 << 20,
+             "disks": [{"name": "sda", "size_bytes": 480 << 30, "rotational": False, "removable": False,
+                        "model": "Samsung SSD 860", "vendor": "ATA", "serial": "S3Z1NB0K",
+                        "wwn": "0x5002538e40a1b2c3"}],
+             "nics": [{"name": "eth0", "mac": "52:54:00:12:34:01", "link": True, "speed_mbps": 1000,
+                       "driver": "virtio_net"}],
+             "system": {"sys_vendor": "Ingot", "product_name": "Fake Server 1000"}}
 
 
 def _add(cli: Cli, host: str, name: str, *extra: str) -> Any:
@@ -80,6 +97,16 @@ def test_console_url_and_filter_quoting() -> None:
     assert quote_filter("it's") == "it''s"
 
 
+def test_provision_and_inventory_text() -> None:
+    assert provision_of({"provisionState": "inspect-wait", "targetProvisionState": "available"}) == \
+        "inspect-wait → available"
+    assert provision_of({"provisionState": "maintenance", "maintenanceFrom": "manageable"}) == \
+        "maintenance (from manageable)"
+    assert inventory_summary({"hardwareInventory": None}) == []
+    assert inventory_summary({"hardwareInventory": INVENTORY, "memoryMb": 2048}) == [
+        "4 x Fake CPU (x86_64)", "2048 MiB", "1 disk", "1 NIC"]
+
+
 # --- against a live appliance --------------------------------------------------------------------
 @pytest.mark.slow
 def test_add_list_show_power_boot_refresh_remove(admin_cli: Cli) -> None:
@@ -89,20 +116,22 @@ def test_add_list_show_power_boot_refresh_remove(admin_cli: Cli) -> None:
     listed = admin_cli("hardware", "list")
     assert listed.returncode == 0, listed.stderr
     row = next(line for line in listed.stdout.splitlines() if "web-1" in line)
-    for text in ("Off", "NoProfileApplied", "OK", "Fake Server 1000", "fake-1.example:623"):
+    for text in ("Off", "NoProfileApplied", "manageable", "OK", "Fake Server 1000", "fake-1.example:623"):
         assert text in row, text
     body = admin_cli.json("hardware", "list")
     assert body["category"] == "server-hardware" and body["total"] == 1
     [member] = body["members"]
     assert member["name"] == "web-1" and member["driver"] == "fake" and member["powerState"] == "Off"
+    assert member["provisionState"] == "manageable" and member["hardwareInventory"] is None
     text = json.dumps(body)
     assert BMC_PASSWORD not in text and '"username"' not in text and '"password"' not in text
 
     shown = admin_cli("hardware", "show", "web-1")
     assert shown.returncode == 0, shown.stderr
     for text in ("Fake Server 1000", member["serialNumber"], member["uuid"], "Inlet Temp", "4200.0 RPM",
-                 member["macAddresses"][0], "fake-1.example:623"):
+                 member["macAddresses"][0], "fake-1.example:623", "Inventory: not inspected yet"):
         assert text in shown.stdout, text
+    assert re.search(r"Provision state\s+manageable", shown.stdout), shown.stdout
     assert _server(admin_cli, member["id"])["id"] == member["id"]  # by ID as well as by name
 
     on = admin_cli("hardware", "power", "web-1", "on")
@@ -152,10 +181,16 @@ def test_bad_input_and_failures(admin_cli: Cli) -> None:
                          (("bootdev", "db-1", "pxe", "--uefi", "--bios"), "exclude each other"),
                          (("add", "x.example", "-u", "a", "-p", "b", "--driver", "telepathy"), "Unknown driver"),
                          (("discover", "not-a-net"), "Not a network"),
+                         (("provision", "db-1", "deploy"), "Unknown provision event"),
                          (("discover", "127.0.0.1/32", "--enroll", "all"), "user name")):
         result = admin_cli("hardware", *args)
         assert result.returncode == 2, (args, result.stderr)
         assert needle in result.stderr, args
+
+    refused = admin_cli("hardware", "provision", "db-1", "unmaintain")  # a manageable server is not in maintenance
+    assert refused.returncode == 1, refused.stderr
+    assert "not allowed in provision state manageable" in refused.stderr and "INVALID_PROVISION_STATE" in refused.stderr
+    assert "Allowed in manageable: inspect, retire, maintain." in refused.stderr
 
     duplicate = admin_cli("hardware", "add", "fake-2.example", "-u", "admin", "-p", BMC_PASSWORD, "--driver", "fake")
     assert duplicate.returncode == 1 and "already exists" in duplicate.stderr
@@ -188,7 +223,8 @@ def test_sync_and_roles(admin_cli: Cli, tmp_path: Path) -> None:
     reader = tmp_path / "reader" / "session.json"
     assert admin_cli.login("reader", READER_PASSWORD, config=reader).returncode == 0
     assert admin_cli("hardware", "list", config=reader).returncode == 0  # reading is allowed
-    for args in (("power", "app-1", "on"), ("sync",), ("remove", "app-1"), ("console", "app-1")):
+    for args in (("power", "app-1", "on"), ("sync",), ("remove", "app-1"), ("console", "app-1"),
+                 ("provision", "app-1", "maintain")):
         denied = admin_cli("hardware", *args, config=reader)
         assert denied.returncode == 3, (args, denied.stderr)
     assert _server(admin_cli, "app-1")["powerState"] == "Off"
@@ -270,3 +306,67 @@ def test_console_on_a_terminal_leaves_with_tilde_dot(admin_cli: Cli) -> None:
             proc.kill()
             proc.wait(5)
         os.close(primary)
+
+
+def _wait_provision_state(cli: Cli, server_id: str, state: str) -> dict[str, Any]:
+    deadline = time.monotonic() + 30
+    while True:
+        body: dict[str, Any] = cli.live.api("GET", f"/rest/server-hardware/{server_id}")
+        if body["provisionState"] == state:
+            return body
+        assert time.monotonic() < deadline, f"still {body['provisionState']}, waiting for {state}"
+        time.sleep(0.1)
+
+
+def _play_agent(cli: Cli, mac: str) -> None:
+    """What the ramdisk's agent does on the boot listener (see test_inspection.play_agent)."""
+    with httpx.Client(base_url=f"http://127.0.0.1:{cli.live.http_port}", timeout=30) as boot:
+        script = boot.get(f"/ipxe/{mac.replace(':', '-')}/boot.ipxe").text
+        token = re.search(r"ingot\.token=(\S+)", script)
+        assert token, script
+        found = boot.post("/agent/v1/lookup", json={"token": token.group(1), "macs": [mac]}).json()
+        r = boot.post(f"/agent/v1/nodes/{found['node']}/inventory", json=INVENTORY,
+                      headers={"X-Ingot-Agent-Token": found["agentToken"]})
+        assert r.status_code == 200, r.text
+
+
+@pytest.mark.slow
+def test_inspect_abort_then_inspect_to_available(admin_cli: Cli) -> None:
+    _add(admin_cli, "fake-7.example", "insp-1")
+    server = _server(admin_cli, "insp-1")
+
+    # No agent answers: abort the wait; the task fails and the server keeps the reason.
+    queued = admin_cli("hardware", "inspect", "insp-1", "--no-wait")
+    assert queued.returncode == 0, queued.stderr
+    task_id = queued.stdout.split("ingot tasks watch ")[1].split("`")[0]
+    _wait_provision_state(admin_cli, server["id"], "inspect-wait")
+    aborted = admin_cli("hardware", "provision", "insp-1", "abort")
+    assert aborted.returncode == 0, aborted.stderr
+    assert "insp-1 is inspect-failed." in aborted.stdout
+    watched = admin_cli("tasks", "watch", task_id)
+    assert watched.returncode == 1 and "Aborted in inspect-wait" in watched.stderr
+    failed = admin_cli("hardware", "show", "insp-1")
+    assert re.search(r"Provision state\s+inspect-failed", failed.stdout), failed.stdout
+    assert re.search(r"Last error\s+Aborted in inspect-wait", failed.stdout), failed.stdout
+
+    # Again, with the agent reporting this time: the command follows the task to the end.
+    ramdisk = admin_cli.live.home / "boot" / "ramdisk"
+    ramdisk.mkdir(parents=True, exist_ok=True)
+    (ramdisk / "vmlinuz").write_bytes(b"kernel")
+    (ramdisk / "initrd.img").write_bytes(b"initrd")
+    with ThreadPoolExecutor(1) as pool:
+        running = pool.submit(admin_cli, "hardware", "inspect", "insp-1")
+        waiting = _wait_provision_state(admin_cli, server["id"], "inspect-wait")
+        _play_agent(admin_cli, waiting["macAddresses"][0].lower())
+        inspected = running.result(60)
+    assert inspected.returncode == 0, inspected.stderr
+    assert "insp-1 inspected: available, 4 x Fake CPU (x86_64), 2048 MiB, 1 disk, 1 NIC." in inspected.stdout
+    assert "Inspect" in inspected.stderr  # the progress bar's task name
+    shown = admin_cli("hardware", "show", "insp-1")
+    assert re.search(r"Provision state\s+available", shown.stdout), shown.stdout
+    for text in ("CPU: 4 x Fake CPU (x86_64)", "Memory: 2048 MiB", "480.0 GiB", "S3Z1NB0K", "Samsung SSD 860",
+                 "52:54:00:12:34:01", "eth0"):
+        assert text in shown.stdout, text
+    disk = next(line for line in shown.stdout.splitlines() if line.startswith("sda"))
+    nic = next(line for line in shown.stdout.splitlines() if line.startswith("eth0"))
+    assert "480.0 GiB" in disk and "S3Z1NB0K" in disk and "52:54:00:12:34:01" in nic and "up" in nic

@@ -53,6 +53,7 @@ def test_add_power_on_boot_console_remove(page: Page, live: LiveAppliance, backe
     expect(row).to_be_visible()
     expect(row.locator('[data-sh-field="state"]')).to_have_text("No profile applied", timeout=WAIT_MS)
     expect(row.locator('[data-sh-field="model"]')).to_have_text("Fake Server 1000")
+    expect(row.locator('[data-sh-field="provisionState"]')).to_have_text("manageable")
     power = row.locator('[data-sh-field="powerState"]')
     expect(power).to_have_text("Off")
     page.screenshot(path=str(artifacts_dir / f"ui-servers-added-{backend}.png"), full_page=True)
@@ -91,6 +92,16 @@ def test_add_power_on_boot_console_remove(page: Page, live: LiveAppliance, backe
     expect(latest).to_contain_text("Set boot device")
     _finished_bar(latest)
     expect(page.locator('[data-sh-field="bootDevice"]')).to_have_text("pxe (next boot only, uefi)", timeout=WAIT_MS)
+
+    # Provision events other than inspect answer at once: the badge and the buttons change in place.
+    provision = page.locator("[data-provisioning] [data-sh-field=provisionState]")
+    expect(provision).to_have_text("manageable")
+    page.get_by_role("button", name="Maintain", exact=True).click()
+    expect(provision).to_have_text("maintenance")
+    expect(page.get_by_role("button", name="Inspect")).to_have_count(0)  # hidden: not allowed in maintenance
+    page.get_by_role("button", name="Unmaintain").click()
+    expect(provision).to_have_text("manageable")
+    expect(page.get_by_role("button", name="Inspect")).to_be_visible()
 
     page.once("dialog", lambda dialog: dialog.accept())
     page.get_by_role("button", name="Force off").click()

@@ -1,12 +1,15 @@
-"""UI pages for server hardware: the server list (power buttons, add, power sync, discovery) and a
-server's page (inventory, sensors, boot device, power, refresh, remove, serial console).
+"""UI pages for server hardware: the server list (power buttons, provision states, add, power sync,
+discovery) and a server's page (inventory, sensors, boot device, power, refresh, remove, serial
+console, provision state with its events, and the hardware inspection found).
 
 The pages are rendered from the same wire shape the REST API sends (``server_hardware_public``),
 so ``static/hardware.js`` can refresh a row from ``GET /rest/server-hardware/{id}`` with the same
 field names. Every action calls the REST API from the browser (cookie + CSRF header, as the other
 pages do) and starts a task; its progress bar is polled by ``ui.js`` and, when the task ends,
-``hardware.js`` re-reads the servers it touched. BMC-provided strings (model, serial, sensor
-names...) are untrusted: the templates autoescape them and the JS only ever sets ``textContent``.
+``hardware.js`` re-reads the servers it touched. Provision events other than ``inspect`` answer with
+the server at once, which ``hardware.js`` shows in place. BMC-provided strings (model, serial,
+sensor names...) and the agent's inventory are untrusted: the templates autoescape them and the JS
+only ever sets ``textContent``.
 """
 
 from __future__ import annotations
@@ -37,6 +40,18 @@ POWER_BUTTONS = (
     ("Force off", "Off", "PressAndHold", "Cut the power of {name} at once? Unsaved work is lost."),
     ("Power cycle", "On", "ColdBoot", "Power {name} off and on again? Unsaved work is lost."),
     ("Reset", "On", "Reset", "Reset {name}? Unsaved work is lost."),
+)
+# (event, label, confirmation question or "") of the operator's provision events, in the order shown.
+# The page renders every button; the ones the provision state does not allow now are hidden, and
+# hardware.js shows and hides them from ``provisionEvents`` as the state changes.
+PROVISION_BUTTONS = (
+    ("inspect", "Inspect", "Inspect {name}? It is network-booted into the deploy agent, which reads its hardware; "
+                           "a running server is power-cycled and unsaved work is lost."),
+    ("abort", "Abort", ""),
+    ("manage", "Manage", ""),
+    ("maintain", "Maintain", ""),
+    ("unmaintain", "Unmaintain", ""),
+    ("retire", "Retire", "Retire {name}? A retired server takes no further provision events."),
 )
 BOOT_DEVICES = (("none", "No override (firmware order)"), ("pxe", "Network (PXE)"), ("disk", "Disk"),
                 ("cd", "CD/DVD"), ("bios", "Firmware setup"))
@@ -86,4 +101,5 @@ def server_page(request: Request, server_id: str) -> Response:
             "server.html", "servers", title=server.name, server=body, tasks=tasks,
             can_operate=v.may(Role.OPERATOR), can_admin=v.may(Role.INFRASTRUCTURE_ADMINISTRATOR),
             state_labels=STATE_LABELS, power_buttons=POWER_BUTTONS, boot_devices=BOOT_DEVICES,
+            provision_buttons=PROVISION_BUTTONS,
         )

@@ -4,6 +4,9 @@
  *   progress bar is put where the server's latest task is shown, and ui.js polls it.
  * - When a task ends, the servers it touched are re-read from GET /rest/server-hardware/{id} and
  *   their badges and fields updated in place (no reload: the console stays connected).
+ * - Provision events (PUT .../provisionState): inspect starts a task like the power buttons; the
+ *   others answer with the server at once, shown in place. The buttons of the events the new state
+ *   does not allow are hidden (provisionEvents), and the inventory is redrawn after an inspection.
  * - The serial console is a WebSocket to /rest/server-hardware/{id}/console; output is appended to
  *   a <pre> as text, keystrokes are sent as typed.
  * Everything from the appliance or a BMC is untrusted: it only ever goes into textContent.
@@ -18,6 +21,7 @@
   var CONSOLE_LIMIT = 200000;  // characters kept in the console view
   var watchers = {};  // task id -> function(task), called once when the task has ended
   var handled = {};
+  var statusSeen = {};  // task id -> the last status seen while it ran
 
   function all(root, selector) { return Array.prototype.slice.call(root.querySelectorAll(selector)); }
 
@@ -88,6 +92,14 @@
 
   document.addEventListener("ingot:task", function (event) {
     var task = event.detail;
+    if (task && I.isActive(task.taskState) && statusSeen[task.id] !== task.taskStatus) {
+      // A running task moved on (e.g. an inspection now waits for the agent, so Abort is allowed):
+      // re-read the server it works on.
+      var first = !(task.id in statusSeen);
+      statusSeen[task.id] = task.taskStatus;
+      var running = serverIdOf(task.associatedResource && task.associatedResource.resourceUri);
+      if (!first && running && byAttr("data-server", running).length) { refreshServer(running); }
+    }
     if (!task || I.isActive(task.taskState) || handled[task.id]) { return; }
     handled[task.id] = true;
     var onEnd = watchers[task.id];
@@ -117,9 +129,29 @@
     return boot.device + " (" + extras.join(", ") + ")";
   }
 
+  /* The same rule as _hardware.html's provision_class. */
+  function provisionClass(server) {
+    var state = server.provisionState || "";
+    if (/-failed$/.test(state)) { return "state-error"; }
+    if (server.targetProvisionState) { return "state-running"; }
+    if (state === "maintenance") { return "state-warning"; }
+    return state === "enroll" || state === "retired" ? "sev-unknown" : "sev-ok";
+  }
+
   function setField(node, field, server) {
     var value = server[field];
     switch (field) {
+      case "provisionState":
+        node.textContent = (value || "") + (server.targetProvisionState ? " → " + server.targetProvisionState : "");
+        node.className = "badge " + provisionClass(server);
+        node.setAttribute("data-state", value || "");
+        if (server.lastError) { node.title = server.lastError; } else { node.removeAttribute("title"); }
+        break;
+      case "lastError": node.textContent = value ? "Last error: " + value : ""; node.hidden = !value; break;
+      case "maintenanceFrom":
+        node.textContent = value ? "back to " + value + " on Unmaintain" : "";
+        node.hidden = !value;
+        break;
       case "powerState": setBadge(node, "power-", value); break;
       case "status": setBadge(node, "sev-", value); break;
       case "state":
@@ -159,7 +191,78 @@
       all(container, "[data-sh-field]").forEach(function (node) {
         setField(node, node.getAttribute("data-sh-field"), server);
       });
+      var allowed = server.provisionEvents || [];
+      all(container, "[data-provision-event]").forEach(function (button) {
+        button.hidden = allowed.indexOf(button.getAttribute("data-provision-event")) < 0;
+      });
+      all(container, "[data-inventory]").forEach(function (section) {
+        if (section.getAttribute("data-inspected") !== (server.inspected || "")) { showInventory(section, server); }
+      });
     });
+  }
+
+  /* --- the inventory inspection found (server.html's Inventory section, redrawn) ------------------- */
+  function gib(bytes) { return typeof bytes === "number" ? (bytes / 1073741824).toFixed(1) + " GiB" : ""; }
+
+  function table(attr, headers, rows) {
+    var wrap = make("div", "table-wrap");
+    var node = make("table", "table");
+    node.setAttribute(attr, "");
+    var head = make("tr");
+    headers.forEach(function (text) { head.appendChild(make("th", "", text)); });
+    node.appendChild(make("thead")).appendChild(head);
+    var body = node.appendChild(make("tbody"));
+    rows.forEach(function (cells) {
+      var row = make("tr");
+      cells.forEach(function (text) { row.appendChild(make("td", "", text)); });
+      body.appendChild(row);
+    });
+    wrap.appendChild(node);
+    return wrap;
+  }
+
+  function showInventory(section, server) {
+    var inventory = server.hardwareInventory;
+    section.setAttribute("data-inspected", server.inspected || "");
+    while (section.firstChild) { section.removeChild(section.firstChild); }
+    section.appendChild(make("h2", "", "Inventory"));
+    if (!inventory) { section.appendChild(make("p", "empty", "Not inspected yet.")); return; }
+    var cpu = inventory.cpu || {};
+    var system = inventory.system || {};
+    var when = make("time", "", server.inspected || "");
+    when.setAttribute("datetime", server.inspected || "");
+    var intro = make("p", "muted small", "What the deploy agent found on the server, ");
+    intro.appendChild(when);
+    intro.appendChild(document.createTextNode("."));
+    section.appendChild(intro);
+    var facts = make("dl", "facts");
+    [["CPU", (cpu.count !== null && cpu.count !== undefined ? cpu.count + " × " : "") + (cpu.model || "unknown") +
+              (cpu.architecture ? " (" + cpu.architecture + ")" : "")],
+     ["Memory", server.memoryMb ? server.memoryMb + " MiB" : "unknown"],
+     ["System", [system.sys_vendor, system.product_name].filter(Boolean).join(" ")],
+     ["System serial", system.product_serial || ""], ["BIOS version", system.bios_version || ""]
+    ].forEach(function (fact) {
+      var item = make("div");
+      item.appendChild(make("dt", "", fact[0]));
+      item.appendChild(make("dd", "", fact[1]));
+      facts.appendChild(item);
+    });
+    section.appendChild(facts);
+    var disks = inventory.disks || [];
+    section.appendChild(make("h3", "", "Disks"));
+    section.appendChild(disks.length ? table("data-inventory-disks",
+      ["Name", "Size", "Type", "Model", "Vendor", "Serial", "WWN"], disks.map(function (d) {
+        return [d.name || "", gib(d.size_bytes), (d.rotational ? "HDD" : "SSD") + (d.removable ? ", removable" : ""),
+                d.model || "", d.vendor || "", d.serial || "", d.wwn || ""];
+      })) : make("p", "empty", "No disks reported."));
+    var nics = inventory.nics || [];
+    section.appendChild(make("h3", "", "NICs"));
+    section.appendChild(nics.length ? table("data-inventory-nics", ["Name", "MAC", "Link", "Speed", "Driver"],
+      nics.map(function (n) {
+        return [n.name || "", n.mac || "", n.link ? "up" : "down", n.speed_mbps ? n.speed_mbps + " Mb/s" : "",
+                n.driver || ""];
+      })) : make("p", "empty", "No NICs reported."));
+    I.localTimes(section);
   }
 
   function serverGone(id) {
@@ -198,6 +301,31 @@
     });
   }
 
+  /* A provision event: inspect answers with its task (followed like a power action), the others
+     with the server in its new state. A refused event shows the appliance's message and the events
+     the state allows (the error's details). */
+  function provision(button) {
+    var id = button.getAttribute("data-provision");
+    var question = button.getAttribute("data-question");
+    if (question && !window.confirm(question)) { return; }
+    I.busy(button, true);
+    I.api("PUT", BASE + "/" + encodeURIComponent(id) + "/provisionState", {
+      event: button.getAttribute("data-provision-event")
+    }).then(function (result) {
+      I.busy(button, false);
+      if (result.category === "tasks") {
+        follow(slotFor(id), result, afterServerTask(id));
+        refreshServer(id);  // now inspecting: no event is allowed until it waits for the agent
+      } else {
+        updateServer(result);
+      }
+    }, function (err) {
+      I.busy(button, false);
+      I.showError(err.details ? err.message + " " + err.details : err.message);
+      refreshServer(id);
+    });
+  }
+
   function afterServerTask(id) {
     return function (task) {
       if (failed(task)) { I.showError(taskError(task)); }
@@ -217,6 +345,8 @@
       }, slotFor(id), afterServerTask(id));
       return;
     }
+    button = target.closest("[data-provision]");
+    if (button) { provision(button); return; }
     button = target.closest("[data-refresh]");
     if (button) {
       var refreshId = button.getAttribute("data-refresh");

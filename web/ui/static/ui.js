@@ -43,6 +43,7 @@
         if (!response.ok) {
           var error = new Error(data.message || ("HTTP " + response.status));
           error.status = response.status;
+          error.details = data.details || "";
           throw error;
         }
         return data;
