@@ -54,6 +54,7 @@ PREFIX = "INGOT-AGENT"
 BUSYBOX = "/usr/bin/busybox"
 MAX_MACS = 64  # the most a lookup may send
 MiB = 1 << 20
+ERASE_BYTES = MiB  # per end of each disk; GPT's backup header and table fit in the last 17 KiB
 _SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
 
 
@@ -358,6 +359,7 @@ class Runner:
             "write_image": self._write_image,
             "reboot": self._reboot,
             "poweroff": self._poweroff,
+            "erase": self._erase,
         }
         handler = handlers.get(command.name)
         if handler is None:
@@ -406,6 +408,42 @@ class Runner:
         self.system.sync()
         action()
 
+    def _erase(self, command: Command) -> _Done:
+        """Erase what identifies the data on every fixed disk: the first and last ``ERASE_BYTES``
+        (partition tables, the GPT backup, RAID, LVM and file system signatures at either end), as
+        Ironic's metadata erase does. Nothing on the disk can be found or mounted afterwards; a
+        full overwrite is a different, much slower command."""
+        erased = []
+        for disk in inventory.disks(self.root):
+            if disk["removable"] or not disk["size_bytes"]:
+                continue
+            device = os.path.join(self.dev_dir, disk["name"])
+            size = disk["size_bytes"]
+            span = min(ERASE_BYTES, size)
+            fd = self._open_for_writing(device)
+            try:
+                zeros = bytes(span)
+                for offset in sorted({0, max(0, size - span)}):
+                    if os.pwrite(fd, zeros, offset) != span:
+                        raise CommandFailed(f"short write erasing {device} at byte {offset}")
+                os.fsync(fd)
+            except OSError as exc:
+                raise CommandFailed(f"erasing {device} failed: {exc.strerror or exc}") from None
+            finally:
+                os.close(fd)
+            erased.append(disk["name"])
+            self._report_progress(command, len(erased) * 100 // (len(erased) + 1), f"Erased {device}.")
+        return _Done({"disks": erased}, f"Erased the metadata of {len(erased)} disks: {', '.join(erased) or 'none'}.")
+
+    def _open_for_writing(self, device: str) -> int:
+        flags = os.O_WRONLY | os.O_CLOEXEC
+        try:
+            if stat.S_ISBLK(os.stat(device).st_mode):
+                flags |= os.O_EXCL  # a block device in use (mounted, a RAID member) refuses
+            return os.open(device, flags)
+        except OSError as exc:
+            raise CommandFailed(f"cannot open {device} for writing: {exc.strerror or exc}") from None
+
     def _write_image(self, command: Command) -> _Done:
         params = command.params
         url = params.get("url")
@@ -431,13 +469,7 @@ class Runner:
                      f"Wrote {_mib(written, written)} MiB to {device}; SHA-256 verified.")
 
     def _write(self, command: Command, url: str, device: str, sha256: str, size: int | None) -> int:
-        flags = os.O_WRONLY | os.O_CLOEXEC
-        try:
-            if stat.S_ISBLK(os.stat(device).st_mode):
-                flags |= os.O_EXCL  # a block device in use (mounted, a RAID member) refuses
-            fd = os.open(device, flags)
-        except OSError as exc:
-            raise CommandFailed(f"cannot open {device} for writing: {exc.strerror or exc}") from None
+        fd = self._open_for_writing(device)
         streams: list[RangeStream] = []
         last = self.clock()
 

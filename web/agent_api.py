@@ -12,11 +12,13 @@ import json
 from typing import Any
 
 from fastapi import APIRouter, Header, Request
+from fastapi.responses import FileResponse
 
 from appliance.context import AppContext
 from appliance.db.session import unit_of_work
-from appliance.errors import InvalidInput
+from appliance.errors import InvalidInput, NotFound
 from appliance.services.agents import AgentService
+from appliance.services.server_profiles import ServerProfileService
 
 TOKEN_HEADER = "X-Ingot-Agent-Token"  # noqa: S105 - a header name
 MAX_BODY = 1 << 20  # an inventory of a large server is a few tens of KiB
@@ -96,6 +98,21 @@ def agent_router(ctx: AppContext) -> APIRouter:
                                         _optional_text(body, "address"))
             handed = [{"id": c.id, "name": c.name, "params": c.params} for c in commands]
         return {"heartbeatIntervalS": interval, "commands": handed}
+
+    @router.get("/nodes/{node}/image")
+    def image(node: str, request: Request, token: str | None = Header(None, alias=TOKEN_HEADER)) -> FileResponse:
+        """The raw export of the OS volume this node's server profile deploys (Range: resumable)."""
+        with unit_of_work(ctx.session_factory) as db:
+            mac = AgentService(db, ctx.clock).authenticate(node, token).mac
+            profile = ServerProfileService(db, ctx.secrets, ctx.clock).of_server(node)
+            if profile is None or profile.os_volume_id is None:
+                raise NotFound(kind="OS volume export for node", ident=node)
+            exported = ctx.images.exported(profile.os_volume_id, "raw")
+        if exported is None:
+            raise NotFound(kind="OS volume export for node", ident=node)
+        if "range" not in request.headers:  # resumed reads would flood the boot log
+            event(request, "AGENT", f"image {exported.size} bytes", mac)
+        return FileResponse(exported.path, media_type="application/octet-stream")
 
     @router.post("/nodes/{node}/commands/{command_id}")
     async def report(node: str, command_id: str, request: Request,

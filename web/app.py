@@ -24,6 +24,7 @@ from web.routers import (
     os_volumes,
     plan_scripts,
     server_hardware,
+    server_profiles,
     sessions,
     tasks,
     users,
@@ -31,8 +32,8 @@ from web.routers import (
 )
 from web.ui import routes as ui
 
-ROUTERS = (version, sessions, users, tasks, alerts, audit, backups, server_hardware, netboot, golden_images,
-           os_volumes, plan_scripts, build_plans, deployment_plans, artifact_bundles, metrics)
+ROUTERS = (version, sessions, users, tasks, alerts, audit, backups, server_hardware, server_profiles, netboot,
+           golden_images, os_volumes, plan_scripts, build_plans, deployment_plans, artifact_bundles, metrics)
 
 
 def create_app(ctx: AppContext) -> FastAPI:

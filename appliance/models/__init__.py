@@ -11,6 +11,7 @@ from appliance.models.netboot import BootEvent, BootToken, DhcpLease, DnsRecord,
 from appliance.models.os_volume import OsVolume
 from appliance.models.plan_script import PlanScript
 from appliance.models.server_hardware import AgentCommand, AgentSession, ServerHardware
+from appliance.models.server_profile import ServerProfile
 from appliance.models.task import Task, TaskProgress
 from appliance.models.user import ApiToken, LoginSession, User
 
@@ -18,5 +19,6 @@ __all__ = [
     "AgentCommand", "AgentSession", "Alert", "ApiToken", "ArtifactBundle", "AuditEntry", "Backup",
     "BootEvent", "BootToken", "BuildPlan", "DeploymentPlan", "DhcpLease",
     "DnsRecord", "GoldenImage", "LoginSession",
-    "OsVolume", "PlanScript", "Reservation", "ServerHardware", "Subnet", "Task", "TaskProgress", "User",
+    "OsVolume", "PlanScript", "Reservation", "ServerHardware", "ServerProfile", "Subnet", "Task", "TaskProgress",
+    "User",
 ]

@@ -22,7 +22,7 @@ from appliance.errors import AgentLookupMismatch, AgentTokenInvalid, Conflict, I
 from appliance.models import AgentCommand, AgentSession, ServerHardware
 from appliance.services.netboot import NetbootService, hash_token, parse_mac
 
-COMMANDS = ("inventory", "write_image", "reboot", "poweroff")
+COMMANDS = ("inventory", "write_image", "erase", "reboot", "poweroff")
 ENDED = ("succeeded", "failed")
 REPORTED_STATES = ("running", *ENDED)
 MAX_MACS = 64

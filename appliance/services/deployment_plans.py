@@ -17,11 +17,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from appliance.clock import Clock, system_clock
-from appliance.errors import AlreadyExists, InvalidInput, NotFound
-from appliance.models import BuildPlan, DeploymentPlan, GoldenImage
+from appliance.errors import AlreadyExists, Conflict, InvalidInput, NotFound
+from appliance.models import BuildPlan, DeploymentPlan, GoldenImage, ServerProfile
 from appliance.query import CollectionQuery
 from appliance.repositories.base import Page
 from appliance.repositories.build_plans import BuildPlanRepository
@@ -77,6 +78,7 @@ class PlanAttribute:
 
 class DeploymentPlanService:
     def __init__(self, db: Session, secrets: SecretBox, clock: Clock = system_clock) -> None:
+        self.db = db
         self.plans = DeploymentPlanRepository(db)
         self.build_plans = BuildPlanRepository(db)
         self.images = GoldenImageRepository(db)
@@ -145,8 +147,16 @@ class DeploymentPlanService:
         return plan
 
     def delete(self, plan_id: str) -> None:
-        # NOTE: Ingot has no server profiles yet, so nothing can be using the plan.
-        self.plans.delete(self.get(plan_id))
+        plan = self.get(plan_id)
+        users = self.used_by(plan.id)
+        if users:
+            raise Conflict(reason=f"the deployment plan {plan.name} is used by the server profiles "
+                                  f"{', '.join(p.name for p in users)}")
+        self.plans.delete(plan)
+
+    def used_by(self, plan_id: str) -> builtins.list[ServerProfile]:
+        return list(self.db.scalars(select(ServerProfile).where(ServerProfile.deployment_plan_id == plan_id)
+                                    .order_by(ServerProfile.name)))
 
     # --- rules ---------------------------------------------------------------------------------
     @staticmethod

@@ -15,13 +15,14 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from appliance.clock import Clock, system_clock
 from appliance.db.base import new_id
 from appliance.db.session import SessionFactory, unit_of_work
 from appliance.errors import AlreadyExists, Conflict, ImageToolFailed, InvalidInput, NotFound
-from appliance.models import OsVolume, Task
+from appliance.models import OsVolume, ServerProfile, Task
 from appliance.query import CollectionQuery
 from appliance.repositories.base import Page
 from appliance.repositories.golden_images import GoldenImageRepository
@@ -62,6 +63,7 @@ def volume_name(session_factory: SessionFactory, volume_id: str) -> str:
 class OsVolumeService:
     def __init__(self, db: Session, store: ImageStore, clock: Clock = system_clock,
                  tasks: TaskService | None = None, nbd: NbdExports | None = None) -> None:
+        self.db = db
         self.volumes = OsVolumeRepository(db)
         self.images = GoldenImageRepository(db)
         self.store = store
@@ -98,6 +100,10 @@ class OsVolumeService:
     def delete(self, volume_id: str) -> None:
         volume = self.get(volume_id)
         refuse_while_on_nbd(self.nbd, volume, "delete")
+        owner = self.db.scalars(select(ServerProfile).where(ServerProfile.os_volume_id == volume.id)).first()
+        if owner is not None:
+            raise Conflict(reason=f"the OS volume {volume.name} belongs to the server profile {owner.name}; it goes "
+                                  "when the profile is deleted")
         self.volumes.delete(volume)
         self.store.delete_volume(volume.id)
 

@@ -18,13 +18,14 @@ for the golden image capture task, with the build plan's own defaults as the onl
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from sqlalchemy.orm import Session
 
 from appliance.clock import Clock, system_clock
+from appliance.config import Settings
 from appliance.db.session import unit_of_work
 from appliance.errors import InvalidInput, NotFound, PlanScriptFailed
 from appliance.models import BuildPlan, DeploymentPlan, Task
@@ -141,7 +142,7 @@ def resolve_build_plan(db: Session, box: SecretBox, build_plan: BuildPlan,
     return ResolvedPlan(build_plan.name, steps, secrets)
 
 
-def _deployment_plan(db: Session, plan_id: str) -> tuple[DeploymentPlan, BuildPlan]:
+def load_deployment_plan(db: Session, plan_id: str) -> tuple[DeploymentPlan, BuildPlan]:
     plan = DeploymentPlanRepository(db).get(plan_id)
     if plan is None:
         raise InvalidInput(reason=f"deploymentPlanUri: the deployment plan {DEPLOYMENT_PLANS}/{plan_id} does not "
@@ -159,7 +160,7 @@ def resolve_deployment_plan(db: Session, box: SecretBox, plan_id: str, given: Ma
 
     :raises InvalidInput: a non-editable attribute given, or what :func:`resolve_build_plan` raises.
     """
-    plan, build_plan = _deployment_plan(db, plan_id)
+    plan, build_plan = load_deployment_plan(db, plan_id)
     locked = {o["name"] for o in plan.custom_attributes if o.get("editable") is False}
     refused = sorted({key for key in given if key.partition(".")[0] in locked}
                      | {key for key in sealed_given if key in locked})
@@ -209,7 +210,7 @@ class PersonalizeService:
         refuse_while_on_nbd(self.nbd, volume, "personalize")
         plan_id = _id_from_uri(deployment_plan_uri, DEPLOYMENT_PLANS, "deploymentPlanUri")
         given = attribute_values(entries)
-        _, build_plan = _deployment_plan(self.db, plan_id)
+        _, build_plan = load_deployment_plan(self.db, plan_id)
         secret_names = {a.name for a in definitions(build_plan) if is_secret(a)}
         # A password is sealed in the task's arguments (a MASK sent back means "keep the plan's").
         sealed = {name: self.secrets.seal(str(value)) for name, value in given.items()
@@ -232,6 +233,24 @@ class PersonalizeService:
             raise NotFound(kind="build plan log of OS volume", ident=volume.name,
                            recommended_actions=["Personalize the volume first: POST "
                                                 f"{os_volume_uri(volume.id)}/personalize"]) from None
+
+
+def personalize_volume(store: ImageStore, settings: Settings, volume_id: str, plan: ResolvedPlan, header: str,
+                       on_progress: Callable[[float], None] | None = None) -> PlanRun:
+    """Run ``plan`` against the OS volume's file in one guestfish session and keep the run's log
+    (``header`` first) as the volume's log, whether the run succeeds or fails. Blocking.
+
+    :raises PlanScriptFailed: a script failed (naming the script and line).
+    """
+    try:
+        run = run_plan(store.volume_path(volume_id), plan.steps, work_dir=settings.home / "guestfish",
+                       secrets=plan.secrets, allow_shell=settings.images.plan_shell_escapes,
+                       timeout=settings.images.plan_timeout_s, on_progress=on_progress)
+    except PlanFailed as failed:
+        store.write_volume_log(volume_id, header + failed.log)
+        raise plan_failed(plan.name, failed) from None
+    store.write_volume_log(volume_id, header + run.log)
+    return run
 
 
 class OsVolumePersonalizeTask(TaskHandler):
@@ -261,16 +280,9 @@ class OsVolumePersonalizeTask(TaskHandler):
         await ctx.progress(2, f"Running build plan {plan.name} ({count} scripts) on OS volume {name}: launching "
                               f"the guestfish appliance first (about {LAUNCH_ESTIMATE_S} s under TCG).")
         header = f"OS volume {name} ({volume_id}), build plan {plan.name}, by {ctx.owner} (task {ctx.task_id})\n"
-        try:
-            run: PlanRun = await ctx.run_with_progress(lambda report: run_plan(
-                store.volume_path(volume_id), plan.steps, work_dir=settings.home / "guestfish",
-                secrets=plan.secrets, allow_shell=settings.images.plan_shell_escapes,
-                timeout=settings.images.plan_timeout_s, on_progress=report),
-                2, 95, f"Running build plan {plan.name}", PROGRESS_INTERVAL_S)
-        except PlanFailed as failed:
-            await ctx.run_sync(store.write_volume_log, volume_id, header + failed.log)
-            raise plan_failed(plan.name, failed) from None
-        await ctx.run_sync(store.write_volume_log, volume_id, header + run.log)
+        run = await ctx.run_with_progress(
+            lambda report: personalize_volume(store, settings, volume_id, plan, header, report),
+            2, 95, f"Running build plan {plan.name}", PROGRESS_INTERVAL_S)
         for index, step in enumerate(run.steps, start=1):  # what each script took, for the task's history
             await ctx.progress(95, f"Script {index}/{count} {step.name}: {len(step.commands)} commands in "
                                    f"{step.seconds:.1f} s.")

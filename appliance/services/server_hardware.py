@@ -12,13 +12,14 @@ import ipaddress
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from appliance.clock import Clock, system_clock
 from appliance.drivers.loader import driver_classes
 from appliance.drivers.types import BmcTarget, BootDevice, BootMode, PowerAction
 from appliance.errors import AlreadyExists, Conflict, InvalidInput, NotFound
-from appliance.models import ServerHardware, Task
+from appliance.models import ServerHardware, ServerProfile, Task
 from appliance.query import CollectionQuery
 from appliance.repositories.base import Page
 from appliance.repositories.server_hardware import ServerHardwareRepository
@@ -157,6 +158,9 @@ class ServerHardwareService:
         server = self.get(server_id)
         if server.state in (ADDING, REMOVING):
             raise Conflict(reason=f"{server.name} is being {server.state.lower()}")
+        profile = self.db.scalars(select(ServerProfile).where(ServerProfile.server_hardware_id == server.id)).first()
+        if profile is not None:
+            raise Conflict(reason=f"{server.name} has the server profile {profile.name}; delete the profile first")
         server.state = REMOVING
         return self._queue(TASK_REMOVE, "Remove", server, owner)
 

@@ -23,7 +23,7 @@ import contextlib
 import importlib.metadata
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
@@ -102,6 +102,12 @@ class TaskContext:
             self._percent = percent
         await self._runner.report(self.task_id, percent, message)
 
+    def cancelled_by(self) -> str | None:
+        """Inside ``except CancelledError``: the user who cancelled this task, or None when the
+        appliance is shutting down or lost the task (a resumable handler then leaves its work
+        for the next run to pick up, and must not undo it)."""
+        return self._runner.cancelled_by(self.task_id)
+
     async def save_checkpoint(self, data: dict[str, Any]) -> None:
         """Persist where a resumable handler has got to; a resumed run sees it as ``checkpoint``."""
         self.checkpoint = dict(data)
@@ -124,16 +130,11 @@ class TaskContext:
         """Run blocking ``work(report)`` in a worker thread; ``report(percent)`` (0-100, from any
         thread) moves this task from ``start`` to ``end`` percent, looked at every ``interval`` s
         and written only when the whole percent has moved (each write is a progress line)."""
-        latest = [0.0]
-        job = asyncio.ensure_future(asyncio.to_thread(work, lambda percent: latest.__setitem__(0, percent)))
-        written = -1
-        while not job.done():
-            await asyncio.wait([job], timeout=interval)
-            percent = int(latest[0])
-            if percent != written:
-                written = percent
-                await self.progress(start + percent * (end - start) // 100, f"{doing}: {percent}%.")
-        return job.result()
+
+        async def report(percent: int) -> None:
+            await self.progress(start + percent * (end - start) // 100, f"{doing}: {percent}%.")
+
+        return await _follow(work, report, interval)
 
     @contextlib.asynccontextmanager
     async def phase(self, name: str, until_percent: int) -> AsyncIterator[PhaseReporter]:
@@ -160,6 +161,30 @@ class PhaseReporter:
         percent = max(0, min(100, percent))
         await self.parent._runner.report(self.child_id, percent, message)
         await self.parent.progress(self.start + (self.end - self.start) * percent // 100)
+
+    async def run_with_progress(self, work: Callable[[Callable[[float], None]], T], doing: str,
+                                interval: float = 0.5) -> T:
+        """:meth:`TaskContext.run_with_progress` for a phase: ``work``'s percent is the phase's."""
+
+        async def report(percent: int) -> None:
+            await self.progress(percent, f"{doing}: {percent}%.")
+
+        return await _follow(work, report, interval)
+
+
+async def _follow(work: Callable[[Callable[[float], None]], T], report: Callable[[int], Awaitable[None]],
+                  interval: float) -> T:
+    """Run blocking ``work(on_percent)`` in a worker thread and ``report`` each whole percent it reaches."""
+    latest = [0.0]
+    job = asyncio.ensure_future(asyncio.to_thread(work, lambda percent: latest.__setitem__(0, percent)))
+    written = -1
+    while not job.done():
+        await asyncio.wait([job], timeout=interval)
+        percent = int(latest[0])
+        if percent != written:
+            written = percent
+            await report(percent)
+    return job.result()
 
 
 HandlerFactory = type[TaskHandler]

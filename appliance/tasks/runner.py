@@ -400,6 +400,12 @@ class TaskRunner:
         for task_id, user in cancels.items():
             self._interrupt(task_id, f"cancel:{user}")
 
+    def cancelled_by(self, task_id: str) -> str | None:
+        """The user who cancelled the running task, or None (running, or stopped by a shutdown or a
+        lost lease, after which a resumable task goes on elsewhere)."""
+        why = self._why.get(task_id, "")
+        return why.removeprefix("cancel:") if why.startswith("cancel:") else None
+
     def _interrupt(self, task_id: str, why: str) -> None:
         job = self._running.get(task_id)
         if job is not None and task_id not in self._why:

@@ -18,6 +18,7 @@ from appliance.services.deployment_plans import (
     DeploymentPlanService,
     deployment_plan_uri,
 )
+from appliance.services.server_profiles import profile_uri
 from web.collection import QueryDep, envelope
 from web.deps import AppDep, DbDep, Operator, ReadOnly
 from web.etag import check_if_match, resource_response
@@ -97,10 +98,12 @@ def get_deployment_plan_osdp(plan_id: str, request: Request, db: DbDep, ctx: App
 
 @router.get(PATH + "/{plan_id}/usedby")
 def get_deployment_plan_used_by(plan_id: str, db: DbDep, ctx: AppDep, _: ReadOnly) -> dict[str, Any]:
-    """The SDK's ``get_usedby()``. Ingot has no server profiles yet, so nothing uses a plan."""
-    plan = _service(db, ctx).get(plan_id)
+    """The SDK's ``get_usedby()``: the server profiles deploying with the plan."""
+    service = _service(db, ctx)
+    plan = service.get(plan_id)
     return {"uri": deployment_plan_uri(plan.id) + "/usedby", "name": plan.name,
-            "serverProfiles": [], "serverProfileTemplates": []}
+            "serverProfiles": [{"name": p.name, "uri": profile_uri(p.id)} for p in service.used_by(plan.id)],
+            "serverProfileTemplates": []}
 
 
 @router.get(OSDP_PATH)

@@ -352,3 +352,31 @@ def test_the_appliance_ending_a_command_stops_it(appliance: FakeAppliance, machi
     assert appliance.reports_for(command["id"]) == [] and len(appliance.inventories) == 1
     assert agent.lines[-1] == (f"INGOT-AGENT command inventory {command['id']} failed: the appliance ended the "
                                "command (HTTP 409 AGENT_COMMAND_ENDED: command " + command["id"] + " has ended)")
+
+
+def test_erase_zeroes_both_ends_of_every_fixed_disk(appliance: FakeAppliance, machine: Path) -> None:
+    for name in ("vda", "vdb"):
+        (machine / f"dev/{name}").write_bytes(b"\xff" * (3 << 20))  # a partition table and data at the start
+    command = appliance.command("erase")
+    appliance.batches.append([command])
+    agent = Agent(appliance, machine, max_iterations=2)
+    assert agent.run() == 0
+    assert final(appliance, command["id"])["result"] == {"disks": ["vda", "vdb"]}
+    for name, gib in (("vda", 40), ("vdb", 2)):
+        disk = machine / f"dev/{name}"
+        assert disk.stat().st_size == gib << 30  # the last MiB was written too
+        with disk.open("rb") as f:
+            head = f.read(3 << 20)
+            f.seek((gib << 30) - (1 << 20))
+            tail = f.read()
+        assert head[:1 << 20] == bytes(1 << 20) and head[1 << 20:] == b"\xff" * (2 << 20)
+        assert tail == bytes(1 << 20)
+
+
+def test_erase_of_a_disk_that_cannot_be_opened_fails_clearly(appliance: FakeAppliance, machine: Path) -> None:
+    (machine / "dev/vdb").unlink()
+    command = appliance.command("erase")
+    appliance.batches.append([command])
+    assert Agent(appliance, machine, max_iterations=2).run() == 0
+    error = final(appliance, command["id"])["error"]
+    assert "cannot open" in error and "vdb" in error

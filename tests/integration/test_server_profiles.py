@@ -1,0 +1,308 @@
+"""Server profiles through the real API, task runner, image store and boot listener, on the fake BMC
+driver, with this test playing the deploy agent over its HTTP API (the real agent on QEMU servers
+is in tests/e2e). The deployment plan's build plan has no steps, so no guestfish runs here
+(personalization is tested in test_personalize and the e2e).
+
+Covers the deploy's phases and states, the image the agent fetches (whole and resumed by Range),
+OneView's profile shape, redeploy on a changed value, delete releasing and erasing the server,
+and the faults: a checksum mismatch, a delete mid-deploy, a restart of the runner mid-deploy,
+and refused requests."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from appliance.config import Settings
+from appliance.context import AppContext
+from appliance.drivers.power import fake
+from appliance.drivers.types import BmcTarget
+from appliance.services.golden_images import record_golden_image
+from tests.support.runner import BackgroundRunner, wait_task
+from web.boot import create_boot_app
+
+PASSWORD = "Bmc-Secret-2203"
+DISK = os.urandom(1 << 20) + bytes(3 << 20)  # a 4 MiB raw "golden image"
+INVENTORY = {"cpu": {"count": 2}, "memory_bytes": 1 << 30, "nics": [],
+             "disks": [{"name": "sda", "size_bytes": 64 << 30, "rotational": False, "removable": False}]}
+
+
+@pytest.fixture
+def settings(tmp_path: Path, database_url: str) -> Settings:
+    return Settings(home=tmp_path / "home", database_url=database_url, node_name="test-node",
+                    tasks={"lease_ttl_s": 3, "poll_interval_s": 0.05},
+                    bmc={"timeout_s": 0.5, "retries": 0, "verify_poll_s": 0.01, "verify_timeout_s": 2,
+                         "sync_interval_s": 0})
+
+
+@pytest.fixture(autouse=True)
+def _fresh_fake_machines() -> Iterator[None]:
+    fake.reset_machines()
+    yield
+    fake.reset_machines()
+
+
+@pytest.fixture
+def boot(ctx: AppContext) -> Iterator[TestClient]:
+    ramdisk = ctx.settings.home / "boot" / "ramdisk"
+    ramdisk.mkdir(parents=True)
+    (ramdisk / "vmlinuz").write_bytes(b"kernel")
+    (ramdisk / "initrd.img").write_bytes(b"initrd")
+    with TestClient(create_boot_app(ctx), base_url="http://10.0.0.1:8080") as client:
+        yield client
+
+
+class Agent:
+    """The deploy agent's side of the API, driven by the test."""
+
+    def __init__(self, boot: TestClient, mac: str) -> None:
+        text = boot.get(f"/ipxe/{mac.replace(':', '-')}/boot.ipxe").text
+        token = re.search(r"ingot\.token=(\S+)", text)
+        assert token, text
+        found = boot.post("/agent/v1/lookup", json={"token": token.group(1), "macs": [mac]}).json()
+        self.boot, self.node = boot, found["node"]
+        self.headers = {"X-Ingot-Agent-Token": found["agentToken"]}
+        posted = boot.post(f"/agent/v1/nodes/{self.node}/inventory", json=INVENTORY, headers=self.headers)
+        assert posted.status_code == 200, posted.text
+
+    def next_command(self) -> dict[str, Any]:
+        deadline = time.monotonic() + 30
+        while True:
+            commands = self.boot.post(f"/agent/v1/nodes/{self.node}/heartbeat", json={"uptimeS": 1.0},
+                                      headers=self.headers).json()["commands"]
+            if commands:
+                command: dict[str, Any] = commands[0]
+                return command
+            assert time.monotonic() < deadline, "no command for the agent"
+            time.sleep(0.05)
+
+    def report(self, command: dict[str, Any], **body: Any) -> None:
+        r = self.boot.post(f"/agent/v1/nodes/{self.node}/commands/{command['id']}", json=body, headers=self.headers)
+        assert r.status_code == 200, r.text
+
+    def fetch_image(self, url: str) -> bytes:
+        """The image in two pieces, the second resumed with Range as after a dropped connection."""
+        first = self.boot.get(url, headers={**self.headers, "Range": "bytes=0-999999"})
+        rest = self.boot.get(url, headers={**self.headers, "Range": "bytes=1000000-"})
+        assert (first.status_code, rest.status_code) == (206, 206)
+        return first.content + rest.content
+
+
+@pytest.fixture
+def lab(api: TestClient, admin_headers: dict[str, str], ctx: AppContext, runner: BackgroundRunner,
+        boot: TestClient, tmp_path: Path) -> dict[str, Any]:
+    """A golden image, a deployment plan (no build steps, a Hostname attribute) and an available server."""
+    raw = tmp_path / "golden.raw"
+    raw.write_bytes(DISK)
+    stored = ctx.images.ingest(raw)
+    image_id = record_golden_image(ctx, stored, "golden-1", "", "test", None, [])
+    plan = api.post("/rest/build-plans", headers=admin_headers, json={
+        "name": "as-is", "description": "", "oeBuildPlanType": "deploy", "buildStep": [],
+        "customAttributes": [{"name": "Hostname", "type": "hostname", "value": "", "description": "",
+                              "constraints": "{}"}]}).json()
+    deployment = api.post("/rest/deployment-plans", headers=admin_headers, json={
+        "name": "golden as is", "description": "", "oeBuildPlanURI": plan["uri"],
+        "goldenImageURI": f"/rest/golden-images/{image_id}"}).json()
+    servers = []
+    for host in ("rack3-u1.example", "rack3-u2.example"):
+        r = api.post("/rest/server-hardware", headers=admin_headers,
+                     json={"hostname": host, "username": "admin", "password": PASSWORD, "driver": "fake"})
+        server = api.get(wait_task(api, admin_headers, r.json()["uri"])["associatedResource"]["resourceUri"],
+                         headers=admin_headers).json()
+        task_uri = api.put(f"{server['uri']}/provisionState", headers=admin_headers,
+                           json={"event": "inspect"}).json()["uri"]
+        wait_state(api, admin_headers, server["uri"], "inspect-wait")
+        Agent(boot, server["macAddresses"][0].lower())
+        assert wait_task(api, admin_headers, task_uri)["taskState"] == "Completed"
+        servers.append(api.get(server["uri"], headers=admin_headers).json())
+    return {"servers": servers, "osdp": f"/rest/os-deployment-plans/{deployment['id']}"}
+
+
+def wait_state(api: TestClient, headers: dict[str, str], uri: str, state: str) -> dict[str, Any]:
+    deadline = time.monotonic() + 30
+    while True:
+        body: dict[str, Any] = api.get(uri, headers=headers).json()
+        if body["provisionState"] == state:
+            return body
+        assert time.monotonic() < deadline, f"{body['name']}: still {body['provisionState']}, waiting for {state}"
+        time.sleep(0.05)
+
+
+def profile_body(lab: dict[str, Any], server: dict[str, Any], hostname: str, name: str = "sp1") -> dict[str, Any]:
+    return {"type": "ServerProfileV12", "name": name, "serverHardwareUri": server["uri"],
+            "serverHardwareTypeUri": "/rest/server-hardware-types/x", "enclosureGroupUri": None,
+            "bootMode": {"manageMode": True, "mode": "UEFIOptimized", "pxeBootPolicy": "Auto"},
+            "osDeploymentSettings": {"osDeploymentPlanUri": lab["osdp"], "osCustomAttributes": [
+                {"name": "Hostname", "value": hostname, "type": "hostname"}]}}
+
+
+def bmc(host: str) -> fake.FakeMachine:
+    return fake.get_machine(BmcTarget("fake", host, 623, "admin", PASSWORD))
+
+
+def deploy_as_agent(boot: TestClient, server: dict[str, Any], *, corrupt: bool = False) -> dict[str, Any]:
+    """Boot, fetch the image, write it (report progress), report the outcome; returns the command."""
+    agent = Agent(boot, server["macAddresses"][0].lower())
+    command = agent.next_command()
+    assert command["name"] == "write_image" and command["params"]["size"] == len(DISK)
+    image = agent.fetch_image(command["params"]["url"])
+    assert image == DISK and hashlib.sha256(image).hexdigest() == command["params"]["sha256"]
+    agent.report(command, state="running", percent=50, message="Wrote 2 of 4 MiB.")
+    if corrupt:
+        agent.report(command, state="failed", error="SHA-256 mismatch: the image read is not the image sent")
+    else:
+        agent.report(command, state="succeeded", result={"device": "/dev/sda", "bytes": len(image),
+                                                          "sha256": command["params"]["sha256"]})
+    return command
+
+
+def test_a_profile_deploys_its_server_in_phases(api: TestClient, admin_headers: dict[str, str],
+                                               boot: TestClient, lab: dict[str, Any]) -> None:
+    server = lab["servers"][0]
+    r = api.post("/rest/server-profiles", headers=admin_headers, json=profile_body(lab, server, "node01"))
+    assert r.status_code == 202, r.text
+    task_uri = r.json()["uri"]
+    wait_state(api, admin_headers, server["uri"], "deploy-wait")
+    deploy_as_agent(boot, server)
+    task = wait_task(api, admin_headers, task_uri)
+    assert task["taskState"] == "Completed", task["taskErrors"]
+    assert [(c["name"], c["taskState"], c["percentComplete"]) for c in task["childTasks"]] == [
+        (name, "Completed", 100) for name in ("Create the OS volume", "Personalize", "Export the image",
+                                              "Boot the deploy agent", "Write the image", "Boot the operating system")]
+    profile = api.get(task["associatedResource"]["resourceUri"], headers=admin_headers).json()
+    assert profile["state"] == "Normal" and profile["serverHardwareUri"] == server["uri"]
+    settings = profile["osDeploymentSettings"]
+    assert settings["osDeploymentPlanUri"] == lab["osdp"] and settings["osVolumeUri"].startswith("/rest/os-volumes/")
+    assert settings["osCustomAttributes"] == [{"name": "Hostname", "value": "node01"}]
+    volume = api.get(settings["osVolumeUri"], headers=admin_headers)
+    assert volume.status_code == 200
+    # What the profile holds cannot go from under it.
+    plan_uri = lab["osdp"].replace("/rest/os-deployment-plans/", "/rest/deployment-plans/")
+    used = api.get(f"{plan_uri}/usedby", headers=admin_headers).json()["serverProfiles"]
+    assert used == [{"name": "sp1", "uri": profile["uri"]}]
+    for uri in (plan_uri, settings["osVolumeUri"], server["uri"]):
+        refused = api.delete(uri, headers=admin_headers)
+        assert refused.status_code == 409 and "sp1" in refused.json()["message"], (uri, refused.text)
+    deployed = api.get(server["uri"], headers=admin_headers).json()
+    assert deployed["provisionState"] == "deployed" and deployed["powerState"] == "On"
+    machine = bmc(deployed["mpHostInfo"]["mpHostName"])
+    assert machine.commands[-2:] == ["boot disk", "power cycle"] and machine.boot.persistent
+
+    # A changed value redeploys: a new volume replaces the old one.
+    r = api.put(profile["uri"], headers=admin_headers,
+                json={**profile, "osDeploymentSettings": {**settings, "osCustomAttributes": [
+                    {"name": "Hostname", "value": "node01-b"}]}})
+    assert r.status_code == 202, r.text
+    wait_state(api, admin_headers, server["uri"], "deploy-wait")
+    deploy_as_agent(boot, server)
+    assert wait_task(api, admin_headers, r.json()["uri"])["taskState"] == "Completed"
+    again = api.get(profile["uri"], headers=admin_headers).json()
+    assert again["osDeploymentSettings"]["osVolumeUri"] != settings["osVolumeUri"]
+    assert api.get(settings["osVolumeUri"], headers=admin_headers).status_code == 404
+    assert api.get("/rest/os-volumes", headers=admin_headers).json()["total"] == 1
+
+    # Delete releases the server: power off, erase by the agent, available; the volume goes too.
+    r = api.delete(profile["uri"], headers=admin_headers)
+    assert r.status_code == 202 and r.json()["name"] == "Delete"
+    wait_state(api, admin_headers, server["uri"], "clean-wait")
+    agent = Agent(boot, server["macAddresses"][0].lower())
+    erase = agent.next_command()
+    assert erase["name"] == "erase"
+    agent.report(erase, state="succeeded", result={"disks": ["sda"]})
+    assert wait_task(api, admin_headers, r.json()["uri"])["taskState"] == "Completed"
+    assert api.get(profile["uri"], headers=admin_headers).status_code == 404
+    released = api.get(server["uri"], headers=admin_headers).json()
+    assert released["provisionState"] == "available" and released["powerState"] == "Off"
+    assert api.get("/rest/os-volumes", headers=admin_headers).json()["total"] == 0
+
+
+def test_a_checksum_mismatch_fails_the_deploy_powers_off_and_alerts(api: TestClient, admin_headers: dict[str, str],
+                                                                   boot: TestClient, lab: dict[str, Any]) -> None:
+    server = lab["servers"][1]
+    r = api.post("/rest/server-profiles", headers=admin_headers, json=profile_body(lab, server, "node02"))
+    wait_state(api, admin_headers, server["uri"], "deploy-wait")
+    deploy_as_agent(boot, server, corrupt=True)
+    task = wait_task(api, admin_headers, r.json()["uri"])
+    assert task["taskState"] == "Error" and "SHA-256 mismatch" in task["taskErrors"][0]["message"]
+    failed = api.get(server["uri"], headers=admin_headers).json()
+    assert failed["provisionState"] == "deploy-failed" and "SHA-256 mismatch" in failed["lastError"]
+    assert failed["powerState"] == "Off" and bmc(failed["mpHostInfo"]["mpHostName"]).commands[-1] == "power off"
+    profile = api.get(task["associatedResource"]["resourceUri"], headers=admin_headers).json()
+    assert profile["state"] == "Error" and profile["status"] == "Critical"
+    alerts = api.get("/rest/alerts", headers=admin_headers).json()["members"]
+    assert any(a["associatedResource"]["resourceUri"] == server["uri"] and a["alertState"] == "Active"
+               and "SHA-256 mismatch" in a["description"] for a in alerts)
+
+
+def test_deleting_a_profile_mid_deploy_aborts_cleanly(api: TestClient, admin_headers: dict[str, str],
+                                                      boot: TestClient, lab: dict[str, Any]) -> None:
+    server = lab["servers"][0]
+    r = api.post("/rest/server-profiles", headers=admin_headers, json=profile_body(lab, server, "node03"))
+    apply_uri = r.json()["uri"]
+    wait_state(api, admin_headers, server["uri"], "deploy-wait")
+    profile_uri = api.get(apply_uri, headers=admin_headers).json()["associatedResource"]["resourceUri"]
+    delete = api.delete(profile_uri, headers=admin_headers)
+    assert delete.status_code == 202, delete.text
+    wait_state(api, admin_headers, server["uri"], "clean-wait")
+    agent = Agent(boot, server["macAddresses"][0].lower())
+    erase = agent.next_command()
+    assert erase["name"] == "erase"  # the write_image that was queued never reached an agent
+    agent.report(erase, state="succeeded", result={"disks": ["sda"]})
+    assert wait_task(api, admin_headers, delete.json()["uri"])["taskState"] == "Completed"
+    assert wait_task(api, admin_headers, apply_uri)["taskState"] in ("Terminated", "Error")
+    assert api.get(server["uri"], headers=admin_headers).json()["provisionState"] == "available"
+    assert api.get("/rest/os-volumes", headers=admin_headers).json()["total"] == 0
+    assert api.get("/rest/server-profiles", headers=admin_headers).json()["total"] == 0
+
+
+def test_a_restarted_runner_resumes_the_deploy(api: TestClient, admin_headers: dict[str, str], ctx: AppContext,
+                                               boot: TestClient, lab: dict[str, Any], runner: BackgroundRunner
+                                               ) -> None:
+    server = lab["servers"][1]
+    r = api.post("/rest/server-profiles", headers=admin_headers, json=profile_body(lab, server, "node04"))
+    wait_state(api, admin_headers, server["uri"], "deploy-wait")
+    runner.stop()  # the appliance dies while the server boots into the agent
+    ctx.__dict__.pop("bmcs", None)  # a new process builds a new BMC driver pool
+    second = BackgroundRunner(ctx)
+    second.start()
+    try:
+        deploy_as_agent(boot, server)
+        task = wait_task(api, admin_headers, r.json()["uri"])
+    finally:
+        second.stop()
+        runner.start = lambda: None  # type: ignore[method-assign]
+        runner.stop = lambda: None  # type: ignore[method-assign]  # the fixture must not stop it twice
+    assert task["taskState"] == "Completed", task["taskErrors"]
+    assert api.get(server["uri"], headers=admin_headers).json()["provisionState"] == "deployed"
+    assert api.get("/rest/os-volumes", headers=admin_headers).json()["total"] == 1
+    assert bmc(server["mpHostInfo"]["mpHostName"]).commands.count("power on") == 2  # inspect, deploy: not again
+
+
+def test_refused_profiles(api: TestClient, admin_headers: dict[str, str], boot: TestClient,
+                          lab: dict[str, Any]) -> None:
+    server = lab["servers"][0]
+    for body, status, words in [
+        ({**profile_body(lab, server, "x"), "serverHardwareUri": "/rest/server-hardware/nope"}, 400, "no server"),
+        ({**profile_body(lab, server, "x"), "osDeploymentSettings": {
+            "osDeploymentPlanUri": "/rest/os-deployment-plans/nope", "osCustomAttributes": []}}, 400, "does not exist"),
+        (profile_body(lab, server, "not a host name!"), 400, "Hostname"),
+        ({"name": ""}, 400, "name"),
+        ({**profile_body(lab, server, "x"), "osDeploymentSettings": {"osCustomAttributes": "Hostname=x"}}, 400,
+         "osCustomAttributes"),
+    ]:
+        r = api.post("/rest/server-profiles", headers=admin_headers, json=body)
+        assert r.status_code == status and words in r.text, (body, r.text)
+    managed = api.put(f"{server['uri']}/provisionState", headers=admin_headers, json={"event": "manage"})
+    assert managed.status_code == 200
+    r = api.post("/rest/server-profiles", headers=admin_headers, json=profile_body(lab, server, "x"))
+    assert r.status_code == 409 and r.json()["errorCode"] == "INVALID_PROVISION_STATE"
+    assert api.get("/rest/server-profiles", headers=admin_headers).json()["total"] == 0
+    assert api.get(server["uri"], headers=admin_headers).json()["provisionState"] == "manageable"
