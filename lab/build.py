@@ -11,6 +11,7 @@ below it (:func:`remove_tree`), since that would reach into the host's /dev.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -94,7 +95,19 @@ def atomic_dir(final: Path, build: Callable[[Path], None]) -> Path:
     if (final / "complete").is_file():
         return final
     final.parent.mkdir(parents=True, exist_ok=True)
+    # Builders of the same entry (parallel test workers, two `ingot lab up`) take turns: the second
+    # waits for the first and then finds the entry complete, instead of building it a second time.
+    with open(final.parent / f".{final.name}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (final / "complete").is_file():
+            return final
+        return _build_entry(final, build)
+
+
+def _build_entry(final: Path, build: Callable[[Path], None]) -> Path:
     for stale in final.parent.glob(f".{final.name}.*"):
+        if stale.name.endswith(".lock"):
+            continue
         with contextlib.suppress(OSError, BuildError):
             if time.time() - stale.stat().st_mtime > STALE_BUILD_S:
                 remove_tree(stale)
