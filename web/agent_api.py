@@ -8,8 +8,10 @@ boot event, so the boot log shows an agent's life next to the DHCP, TFTP and HTT
 
 from __future__ import annotations
 
+import asyncio
 import json
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import FileResponse
@@ -17,9 +19,10 @@ from fastapi.responses import FileResponse
 from appliance.context import AppContext
 from appliance.db.session import unit_of_work
 from appliance.errors import InvalidInput, NotFound
-from appliance.services.agents import AgentService
+from appliance.services.agents import AgentService, Lookup
 from appliance.services.server_profiles import ServerProfileService
 
+T = TypeVar("T")
 TOKEN_HEADER = "X-Ingot-Agent-Token"  # noqa: S105 - a header name
 MAX_BODY = 1 << 20  # an inventory of a large server is a few tens of KiB
 
@@ -58,6 +61,15 @@ def agent_router(ctx: AppContext) -> APIRouter:
         client = request.client.host if request.client else None
         ctx.boot_events.add(service="http", action=action, mac=mac, client_ip=client, detail=detail, ok=True)
 
+    async def transaction(work: Callable[[AgentService], T]) -> T:
+        """``work`` in one transaction in a worker thread: never block the event loop on the database."""
+
+        def run() -> T:
+            with unit_of_work(ctx.session_factory) as db:
+                return work(AgentService(db, ctx.clock))
+
+        return await asyncio.to_thread(run)
+
     @router.post("/lookup")
     async def lookup(request: Request) -> dict[str, Any]:
         body = await _json_body(request)
@@ -66,9 +78,12 @@ def agent_router(ctx: AppContext) -> APIRouter:
         if not isinstance(macs, list) or not all(isinstance(m, str) for m in macs) or not isinstance(token, str):
             raise InvalidInput("lookup needs token (a string) and macs (a list of MAC addresses).")
         client = request.client.host if request.client else None
-        with unit_of_work(ctx.session_factory) as db:
-            found = AgentService(db, ctx.clock).lookup(token, macs, _optional_text(body, "agentVersion"), client)
-            mac = AgentService(db, ctx.clock).authenticate(found.node, found.agent_token).mac
+
+        def work(agents: AgentService) -> tuple[Lookup, str]:
+            found = agents.lookup(token, macs, _optional_text(body, "agentVersion"), client)
+            return found, agents.authenticate(found.node, found.agent_token).mac
+
+        found, mac = await transaction(work)
         event(request, "AGENT", "lookup", mac)
         return {"node": found.node, "agentToken": found.agent_token, "heartbeatIntervalS": interval}
 
@@ -76,12 +91,13 @@ def agent_router(ctx: AppContext) -> APIRouter:
     async def inventory(node: str, request: Request,
                         token: str | None = Header(None, alias=TOKEN_HEADER)) -> dict[str, str]:
         body = await _json_body(request)
-        with unit_of_work(ctx.session_factory) as db:
-            agents = AgentService(db, ctx.clock)
+
+        def work(agents: AgentService) -> str:
             session = agents.authenticate(node, token)
             agents.record_inventory(session, body)
-            mac = session.mac
-        event(request, "AGENT", "inventory", mac)
+            return session.mac
+
+        event(request, "AGENT", "inventory", await transaction(work))
         return {"status": "OK"}
 
     @router.post("/nodes/{node}/heartbeat")
@@ -91,13 +107,14 @@ def agent_router(ctx: AppContext) -> APIRouter:
         uptime = body.get("uptimeS")
         if uptime is not None and (not isinstance(uptime, int | float) or isinstance(uptime, bool)):
             raise InvalidInput("uptimeS must be a number.")
-        with unit_of_work(ctx.session_factory) as db:
-            agents = AgentService(db, ctx.clock)
+
+        def work(agents: AgentService) -> list[dict[str, Any]]:
             session = agents.authenticate(node, token)
             commands = agents.heartbeat(session, float(uptime) if uptime is not None else None,
                                         _optional_text(body, "address"))
-            handed = [{"id": c.id, "name": c.name, "params": c.params} for c in commands]
-        return {"heartbeatIntervalS": interval, "commands": handed}
+            return [{"id": c.id, "name": c.name, "params": c.params} for c in commands]
+
+        return {"heartbeatIntervalS": interval, "commands": await transaction(work)}
 
     @router.get("/nodes/{node}/image")
     def image(node: str, request: Request, token: str | None = Header(None, alias=TOKEN_HEADER)) -> FileResponse:
@@ -125,12 +142,14 @@ def agent_router(ctx: AppContext) -> APIRouter:
         if result is not None and not isinstance(result, dict):
             raise InvalidInput("result must be an object.")
         state = _optional_text(body, "state") or ""
-        with unit_of_work(ctx.session_factory) as db:
-            agents = AgentService(db, ctx.clock)
+
+        def work(agents: AgentService) -> tuple[str, str, str]:
             session = agents.authenticate(node, token)
             command = agents.report(session, command_id, state, percent, _optional_text(body, "message"), result,
                                     _optional_text(body, "error"))
-            ended, name, mac = command.state, command.name, session.mac
+            return command.state, command.name, session.mac
+
+        ended, name, mac = await transaction(work)
         if ended in ("succeeded", "failed"):
             event(request, "AGENT", f"{name} {ended}", mac)
         return {"status": "OK"}

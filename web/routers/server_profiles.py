@@ -5,11 +5,16 @@ SDK expects; the delete task is named ``Delete``. ``PATCH`` with the PowerShell 
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
+from sqlalchemy.orm import Session
 
+from appliance.context import AppContext
+from appliance.db.session import unit_of_work
 from appliance.errors import InvalidInput
 from appliance.services.server_profiles import CATEGORY, ServerProfileService
 from appliance.services.tasks import TaskService
@@ -23,7 +28,7 @@ router = APIRouter(tags=["server-profiles"])
 PATH = "/rest/server-profiles"
 
 
-def _service(db: DbDep, ctx: AppDep) -> ServerProfileService:
+def _service(db: Session, ctx: AppContext) -> ServerProfileService:
     return ServerProfileService(db, ctx.secrets, ctx.clock, TaskService(db, ctx.clock, ctx.wakeup.notify))
 
 
@@ -34,6 +39,17 @@ async def _body(request: Request) -> Any:
         raise InvalidInput(reason="the body is not JSON") from None
 
 
+async def _in_transaction(ctx: AppContext, work: Callable[[ServerProfileService], Response]) -> Response:
+    """The routes that read a raw body are async; their database work runs in a worker thread, in
+    its own transaction (committed before the 202 goes out), never on the event loop."""
+
+    def run() -> Response:
+        with unit_of_work(ctx.session_factory) as db:
+            return work(_service(db, ctx))
+
+    return await asyncio.to_thread(run)
+
+
 @router.get(PATH)
 def list_server_profiles(params: QueryDep, db: DbDep, ctx: AppDep, _: ReadOnly) -> dict[str, Any]:
     return envelope(PATH, CATEGORY, "ServerProfileListV12", _service(db, ctx).list(params.query),
@@ -41,10 +57,9 @@ def list_server_profiles(params: QueryDep, db: DbDep, ctx: AppDep, _: ReadOnly) 
 
 
 @router.post(PATH, status_code=202)
-async def create_server_profile(request: Request, db: DbDep, ctx: AppDep, principal: Operator) -> Response:
+async def create_server_profile(request: Request, ctx: AppDep, principal: Operator) -> Response:
     spec = profile_spec(await _body(request))
-    _profile, task = _service(db, ctx).start_create(spec, principal.name)
-    return accepted(task)
+    return await _in_transaction(ctx, lambda service: accepted(service.start_create(spec, principal.name)[1]))
 
 
 @router.get(PATH + "/{profile_id}")
@@ -53,25 +68,30 @@ def get_server_profile(profile_id: str, request: Request, db: DbDep, ctx: AppDep
 
 
 @router.put(PATH + "/{profile_id}", status_code=202)
-async def update_server_profile(profile_id: str, request: Request, db: DbDep, ctx: AppDep,
-                                principal: Operator) -> Response:
-    service = _service(db, ctx)
-    check_if_match(request, service.get(profile_id).etag)
-    return accepted(service.start_update(profile_id, profile_spec(await _body(request)), principal.name))
+async def update_server_profile(profile_id: str, request: Request, ctx: AppDep, principal: Operator) -> Response:
+    spec = profile_spec(await _body(request))
+
+    def work(service: ServerProfileService) -> Response:
+        check_if_match(request, service.get(profile_id).etag)
+        return accepted(service.start_update(profile_id, spec, principal.name))
+
+    return await _in_transaction(ctx, work)
 
 
 @router.patch(PATH + "/{profile_id}", status_code=202)
-async def patch_server_profile(profile_id: str, request: Request, db: DbDep, ctx: AppDep,
-                               principal: Operator) -> Response:
+async def patch_server_profile(profile_id: str, request: Request, ctx: AppDep, principal: Operator) -> Response:
     """Only the redeploy request: ``[{"op": "replace", "path": "/osDeploymentSettings/reapplyState",
     "value": "ApplyPending"}]``."""
     operations = await _body(request)
     wanted = [{"op": "replace", "path": "/osDeploymentSettings/reapplyState", "value": "ApplyPending"}]
     if operations != wanted:
         raise InvalidInput(reason=f"the only patch a server profile takes is {json.dumps(wanted)}")
-    service = _service(db, ctx)
-    check_if_match(request, service.get(profile_id).etag)
-    return accepted(service.start_reapply(profile_id, principal.name))
+
+    def work(service: ServerProfileService) -> Response:
+        check_if_match(request, service.get(profile_id).etag)
+        return accepted(service.start_reapply(profile_id, principal.name))
+
+    return await _in_transaction(ctx, work)
 
 
 @router.delete(PATH + "/{profile_id}", status_code=202)
