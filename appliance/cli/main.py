@@ -9,7 +9,21 @@ from typing import Annotated
 
 import typer
 
-from appliance.cli import alerts, auth, backups, hardware, images, lab, netboot, plans, tasks, tokens, users, volumes
+from appliance.cli import (
+    alerts,
+    auth,
+    backups,
+    hardware,
+    images,
+    lab,
+    netboot,
+    plans,
+    profiles,
+    tasks,
+    tokens,
+    users,
+    volumes,
+)
 
 app = typer.Typer(help="Ingot provisioning appliance.", no_args_is_help=True, pretty_exceptions_enable=False)
 
@@ -50,3 +64,5 @@ app.add_typer(volumes.app, name="volumes")
 app.add_typer(lab.app, name="lab")
 app.add_typer(plans.app, name="plans")
 app.command("render")(plans.render)
+app.add_typer(profiles.app, name="profiles")
+app.command("deploy")(profiles.deploy)

@@ -8,7 +8,7 @@ TaskMonitor uses too); it succeeded unless it ended ``Error``, ``Terminated`` or
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import httpx
@@ -75,6 +75,18 @@ class _PlainColumn(ProgressColumn):
         return Text(str(task.fields.get(self.name, "")), no_wrap=True, overflow="ellipsis")
 
 
+def current_phase(task: dict[str, Any]) -> str:
+    """What a task with phases (child tasks) is doing now: ``<phase>: <its status>`` for the
+    running phase (or the last one, once none runs), else the task's own status."""
+    children = [c for c in task.get("childTasks") or [] if isinstance(c, dict)]
+    if not children or not is_active(task):
+        return str(task.get("taskStatus") or "")
+    running = [c for c in children if is_active(c)]
+    phase = running[-1] if running else children[-1]
+    status = str(phase.get("taskStatus") or "")
+    return f"{phase.get('name')}: {status}" if status else str(phase.get("name") or "")
+
+
 def watch_tasks(
     client: ApiClient,
     task_ids: Sequence[str],
@@ -82,18 +94,25 @@ def watch_tasks(
     interval: float = 1.0,
     sleep: Callable[[float], None] = time.sleep,
     console: Console | None = None,
+    labels: Mapping[str, str] | None = None,
+    status: Callable[[dict[str, Any]], str] | None = None,
 ) -> list[dict[str, Any]]:
     """Poll each task every ``interval`` seconds, drawing a bar per task, until all have finished.
 
+    :param labels: the name to show for a task ID (default: the task's name).
+    :param status: the status text to show for a task body (default: its ``taskStatus``;
+        :func:`current_phase` shows the running phase of a task with child tasks).
     :returns: the last body read for each task, in the order given.
     :raises ApiError: if a task cannot be read (e.g. it does not exist).
     """
     ids = list(dict.fromkeys(task_id_of(t) for t in task_ids))
+    names = {task_id_of(k): v for k, v in (labels or {}).items()}
     latest: dict[str, dict[str, Any]] = {}
     columns = (_PlainColumn("name", max_width=32), BarColumn(bar_width=24), TaskProgressColumn(), _StateColumn(),
                _PlainColumn("status"))
     with Progress(*columns, console=console or stderr(), refresh_per_second=4) as progress:
-        bars = {task_id: progress.add_task(task_id, total=100, name=task_id, state="", status="")
+        bars = {task_id: progress.add_task(task_id, total=100, name=names.get(task_id) or task_id, state="",
+                                           status="")
                 for task_id in ids}
         pending = list(ids)
         while pending:
@@ -103,8 +122,9 @@ def watch_tasks(
                 percent = task.get("percentComplete") or 0
                 if task.get("taskState") in ("Completed", "Warning"):
                     percent = 100
-                progress.update(bars[task_id], completed=percent, name=task.get("name") or task_id,
-                                state=task.get("taskState", ""), status=task.get("taskStatus") or "")
+                progress.update(bars[task_id], completed=percent,
+                                name=names.get(task_id) or task.get("name") or task_id, state=task.get("taskState", ""),
+                                status=status(task) if status else task.get("taskStatus") or "")
             pending = [task_id for task_id in pending if is_active(latest[task_id])]
             if pending:
                 sleep(interval)

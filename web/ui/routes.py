@@ -91,6 +91,7 @@ NAV = (
     ("netboot", "Network boot", "/ui/netboot"),
     ("images", "Images", "/ui/images"),
     ("plans", "Plans", "/ui/plans"),
+    ("profiles", "Profiles", "/ui/profiles"),
     ("tasks", "Tasks", "/ui/tasks"),
     ("alerts", "Alerts", "/ui/alerts"),
     ("activity", "Activity", "/ui/activity"),
@@ -561,11 +562,12 @@ def not_found(request: Request, rest: str) -> Response:
 
 def mount(app: FastAPI) -> None:
     """Add ``/ui/static`` and the UI pages to the app (called by ``web.app.create_app``)."""
-    from web.ui import hardware, images, netboot, plans  # here, not at the top: they build on this module
+    from web.ui import hardware, images, netboot, plans, profiles  # here, not at the top: they build on this module
 
     app.mount("/ui/static", UiStaticFiles(directory=HERE / "static"), name="ui-static")
     app.include_router(hardware.router)  # before ``router``: its catch-all 404 must come last
     app.include_router(netboot.router)
     app.include_router(images.router)
     app.include_router(plans.router)
+    app.include_router(profiles.router)
     app.include_router(router)

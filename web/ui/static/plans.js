@@ -16,7 +16,8 @@
  *   not edit. A hint lists attributes the steps' scripts use that no row declares.
  * - Deployment plan: one field per attribute of the chosen build plan, generated from its type and
  *   constraints (GET /rest/build-plans/{id} when another plan is chosen). Passwords are never
- *   filled in: blank keeps a stored one (the API's "********" rule), "Remove" clears it.
+ *   filled in: blank keeps a stored one (the API's "********" rule), "Remove" clears it. The same
+ *   form serves the server profile wizard (Ingot.attributeForm, used by profiles.js).
  * Names, values and messages only ever go into textContent or form values, never into markup.
  */
 (function () {
@@ -645,7 +646,12 @@
     wrap.appendChild(box);
   }
 
-  function attributeField(attr, canEdit) {
+  /* One field for a custom attribute, from its type and constraints. options (all optional):
+   * flags: the Visible / Editable checkboxes of a deployment plan (default true);
+   * passwordSet: the placeholder of a password that is set (default "set: leave blank to keep");
+   * clearable: offer "Remove the stored password" for a set password (default true). */
+  function attributeField(attr, canEdit, options) {
+    var opts = options || {};
     var c = parseObject(attr.constraints);
     var type = String(attr.type || "string");
     var wrap = el("div", "dp-attr");
@@ -683,7 +689,7 @@
           input.autocomplete = "new-password";
           input.value = "";  // never filled in: the API only says whether one is set
           if (current === MASK) {
-            input.placeholder = "set: leave blank to keep";
+            input.placeholder = opts.passwordSet || "set: leave blank to keep";
             wrap.setAttribute("data-password-set", "true");
           }
         } else {
@@ -707,7 +713,7 @@
         line.appendChild(el("span", "muted small", "(" + (input.min || "…") + " to " + (input.max || "…") + ")"));
       }
       wrap.appendChild(line);
-      if (type === "password" && current === MASK) {
+      if (type === "password" && current === MASK && opts.clearable !== false) {
         wrap.appendChild(checkbox("Remove the stored password", false, "data-password-clear"));
       }
     }
@@ -721,19 +727,23 @@
     error.setAttribute("data-attr-error", "");
     error.hidden = true;
     wrap.appendChild(error);
-    var flags = el("div", "row dp-flags");
-    flags.appendChild(checkbox("Visible", attr.visible !== false, "data-flag-visible"));
-    flags.appendChild(checkbox("Editable", attr.editable !== false, "data-flag-editable"));
-    wrap.appendChild(flags);
+    if (opts.flags !== false) {
+      var flags = el("div", "row dp-flags");
+      flags.appendChild(checkbox("Visible", attr.visible !== false, "data-flag-visible"));
+      flags.appendChild(checkbox("Editable", attr.editable !== false, "data-flag-editable"));
+      wrap.appendChild(flags);
+    }
     if (!canEdit) { all(wrap, "input, select").forEach(function (node) { node.disabled = true; }); }
     return wrap;
   }
 
-  function renderFields(form, attributes, emptyText) {
+  /* The form's [data-attribute-fields] box: one field per attribute (see attributeField for
+   * options); [data-no-fields] says emptyText when there are none. */
+  function renderFields(form, attributes, emptyText, options) {
     var box = form.querySelector("[data-attribute-fields]");
     box.textContent = "";
     var canEdit = !!form.getAttribute("data-can-edit");
-    attributes.forEach(function (attr) { box.appendChild(attributeField(attr, canEdit)); });
+    attributes.forEach(function (attr) { box.appendChild(attributeField(attr, canEdit, options)); });
     var empty = form.querySelector("[data-no-fields]");
     empty.textContent = emptyText;
     empty.hidden = attributes.length > 0;
@@ -826,6 +836,25 @@
     });
     wireDelete(form, "/rest/deployment-plans", "deployment plan");
   }
+
+  /* The deployment plan's attribute form, for other pages (profiles.js: the profile wizard):
+   * render(form, attributes, emptyText, options) generates the fields, values(form) reads them as
+   * [{name, value}] (value null: left blank; "********": keep a set password), locate(form) finds
+   * the field a nested error names, showErrors / clearErrors show an API error at the fields and in
+   * the form's [data-plan-errors] box, call(method, path, body, etag) is the REST call they expect. */
+  I.attributeForm = {
+    render: renderFields,
+    values: function (form) {
+      return all(form, "[data-attr]").map(function (wrap) {
+        return {name: wrap.getAttribute("data-attr"), value: fieldValue(wrap)};
+      });
+    },
+    locate: deploymentLocator,
+    showErrors: showErrors,
+    clearErrors: clearErrors,
+    call: call,
+    MASK: MASK
+  };
 
   /* --- artifact bundles ------------------------------------------------------------------ */
   function uploadBundle(form) {
