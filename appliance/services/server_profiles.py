@@ -32,6 +32,7 @@ from appliance.services.personalize import attribute_values, load_deployment_pla
 from appliance.services.provisioning import ProvisionService
 from appliance.services.tasks import ResourceRef, TaskService
 from appliance.states import Event, ProvisionState
+from appliance.tasks.states import ACTIVE_STATES
 from plans.attributes import is_secret
 from plans.tokens import MASK
 
@@ -172,16 +173,17 @@ class ServerProfileService:
 
     def start_delete(self, profile_id: str, owner: str) -> Task:
         profile = self.get(profile_id)
-        if profile.state == "Deleting":
-            raise Conflict(reason=f"server profile {profile.name} is being deleted")
         running = profile.task_id
+        last = self.tasks.tasks.get(running) if running is not None else None
+        active = last is not None and last.state in ACTIVE_STATES
+        if profile.state == "Deleting" and active:
+            raise Conflict(reason=f"server profile {profile.name} is being deleted")
+        # A delete that failed (an erase that did not finish) may be asked again.
         profile.state, profile.modified = "Deleting", self.clock()
-        if running is not None:
-            task = self.tasks.tasks.get(running)
-            if task is not None and task.kind == TASK_APPLY and task.state in ("New", "Starting", "Running", "Pending"):
-                self.tasks.cancel(running, owner)
-                if profile.server_hardware_id is not None:
-                    self._abort(profile.server_hardware_id)
+        if last is not None and active and last.kind == TASK_APPLY:
+            self.tasks.cancel(last.id, owner)
+            if profile.server_hardware_id is not None:
+                self._abort(profile.server_hardware_id)
         return self._queue(TASK_DELETE, "Delete", profile, owner)
 
     # --- helpers -------------------------------------------------------------------------------

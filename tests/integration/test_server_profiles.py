@@ -255,9 +255,18 @@ def test_deleting_a_profile_mid_deploy_aborts_cleanly(api: TestClient, admin_hea
     agent = Agent(boot, server["macAddresses"][0].lower())
     erase = agent.next_command()
     assert erase["name"] == "erase"  # the write_image that was queued never reached an agent
+    agent.report(erase, state="failed", error="erasing /dev/sda failed: Input/output error")
+    failed = wait_task(api, admin_headers, delete.json()["uri"])
+    assert failed["taskState"] == "Error" and "Input/output error" in failed["taskErrors"][0]["message"]
+    assert api.get(server["uri"], headers=admin_headers).json()["provisionState"] == "clean-failed"
+    assert wait_task(api, admin_headers, apply_uri)["taskState"] in ("Terminated", "Error")
+    delete = api.delete(profile_uri, headers=admin_headers)  # a failed delete may be asked again
+    assert delete.status_code == 202, delete.text
+    wait_state(api, admin_headers, server["uri"], "clean-wait")
+    agent = Agent(boot, server["macAddresses"][0].lower())
+    erase = agent.next_command()
     agent.report(erase, state="succeeded", result={"disks": ["sda"]})
     assert wait_task(api, admin_headers, delete.json()["uri"])["taskState"] == "Completed"
-    assert wait_task(api, admin_headers, apply_uri)["taskState"] in ("Terminated", "Error")
     assert api.get(server["uri"], headers=admin_headers).json()["provisionState"] == "available"
     assert api.get("/rest/os-volumes", headers=admin_headers).json()["total"] == 0
     assert api.get("/rest/server-profiles", headers=admin_headers).json()["total"] == 0
