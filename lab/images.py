@@ -17,7 +17,7 @@ demo disk          a bootable qcow2 golden image: ``--variant=minbase`` + system
                    6.04 cannot load from 1 KiB-block ext4), booted by extlinux with its own
                    busybox initramfs (loads the drivers, mounts ``root=LABEL=ingot-root``,
                    ``switch_root``). systemd-networkd takes a DHCP lease, and a first-boot unit
-                   prints ``INGOT-DEMO booted hostname=... addresses=...`` on ttyS0.
+                   prints ``INGOT-DEMO booted hostname=... addresses=... machine_id=...`` on ttyS0.
 =================  ==========================================================================
 
 Both are cached under ``cache_dir`` by a content key over the recipe (mmdebstrap options,
@@ -227,7 +227,8 @@ addresses=$(ip -o addr show scope global 2>/dev/null | while read -r _n _dev _fa
   printf '%s,' "$addr"
 done)
 addresses=${addresses%,}
-line="INGOT-DEMO booted hostname=$(hostname) addresses=${addresses:-none} uptime=$(cut -d' ' -f1 /proc/uptime)"
+line="INGOT-DEMO booted hostname=$(hostname) addresses=${addresses:-none} machine_id=$(cat /etc/machine-id)"
+line="$line uptime=$(cut -d' ' -f1 /proc/uptime)"
 echo "$line"
 if [ -c /dev/ttyS0 ]; then echo "$line" >/dev/ttyS0 2>/dev/null || true; fi
 mkdir -p /var/lib/ingot

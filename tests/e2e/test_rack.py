@@ -1,10 +1,16 @@
-"""End to end on the emulated rack (lab/rack.py), the path ``make demo`` takes: two QEMU servers,
-one BIOS and one UEFI, are enrolled in Ingot by their BMC addresses only and inspected: Ingot
+"""End to end on the emulated rack (lab/rack.py), the path ``make demo`` takes: three QEMU servers,
+two BIOS and one UEFI, are enrolled in Ingot by their BMC addresses only and inspected: Ingot
 gives each a one-time PXE boot and powers it on over IPMI, it PXE-boots through Ingot's DHCP,
 TFTP (the UEFI server's own PXE client fetches the iPXE loader) and HTTP into the deploy ramdisk,
 its agent looks itself up by its MACs and reports the inventory, which must match the VM (CPUs,
 memory, disk size and serial, MACs, SMBIOS serial and UUID); then Ingot powers it off and it is
-available. Then ``ingot lab down`` must leave no namespace, interface, process or file behind.
+available. Then HPE's SDK (hpeoneview 8.0.0, unchanged) creates a server profile for each BIOS
+server with the demo golden image (it boots with extlinux from an MBR: not yet from UEFI
+firmware), a build plan that writes the hostname and a static address, and values that differ per
+server: Ingot clones, personalizes and exports a volume per server, the agent writes it to the
+server's disk, and the server reboots from its own disk, whose first-boot report on the serial
+console carries exactly the personalized values; the profiles have their osVolumeUri.
+Then ``ingot lab down`` must leave no namespace, interface, process or file behind.
 
 Boot timings per phase are written to test-artifacts/e2e-rack-timings.json; serial logs are
 copied there too when a boot fails.
@@ -13,20 +19,26 @@ copied there too when a boot fails.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import json
 import os
+import re
 import shutil
 import ssl
 import subprocess
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from hpeOneView.oneview_client import OneViewClient
 
 from lab import rack
 from lab.demo import PHASES, Server, boot_all
+from lab.images import build_demo_disk
 from lab.netns import list_namespaces
 from tests.support.requirements import require_lab, require_tools
 
@@ -61,7 +73,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory, artifacts_dir: Path) -> Iterat
     home = tmp_path_factory.mktemp("rack-home")
     links = host_links()
     name = f"ingot-e2e{os.getpid() % 100000}"
-    state = rack.up(home, name=name, servers=2, uefi=1, cache=artifacts_dir / "cache" / "lab-images")
+    state = rack.up(home, name=name, servers=3, uefi=1, cache=artifacts_dir / "cache" / "lab-images")
     state["home"], state["host_links"] = home, links
     try:
         yield state
@@ -103,7 +115,7 @@ def test_servers_enrolled_by_bmc_address_are_inspected_by_the_agent(lab: dict[st
     uefi = next(s for s in servers if s.firmware == "uefi")
     assert "Start PXE over IPv4" in uefi.serial_log.read_text(errors="replace")  # the firmware's own PXE client
     powered = rack.status(lab["home"], name=lab["name"])
-    assert [s["power"] for s in powered["servers"]] == ["off", "off"]  # inspection ends powered off
+    assert [s["power"] for s in powered["servers"]] == ["off"] * 3  # inspection ends powered off
 
 
 def assert_inventory_matches(inventory: dict[str, Any] | None, vm: dict[str, Any]) -> None:
@@ -118,6 +130,121 @@ def assert_inventory_matches(inventory: dict[str, Any] | None, vm: dict[str, Any
     assert inventory["nics"][0]["link"] is True and inventory["nics"][0]["driver"] == "virtio_net"
     assert inventory["system"]["product_serial"] == vm["serial"]
     assert inventory["system"]["product_uuid"].lower() == vm["uuid"].lower()
+
+
+HOSTNAME_SCRIPT = "mount /dev/sda1 /\nupload -<<END /etc/hostname\n@Hostname@\nEND\n"
+NETWORK_SCRIPT = ("upload -<<END /etc/systemd/network/20-wired.network\n[Match]\nName=en* eth*\n\n[Network]\n"
+                  "Address=@Address@/@Prefix:24@\nDHCP=no\nEND\numount /\n")
+DEMO_LINE = re.compile(r"INGOT-DEMO booted hostname=(\S+) addresses=(\S+) machine_id=([0-9a-f]{32}) ")
+DEPLOY_TIMEOUT_S = 900.0  # two servers at once under TCG: clone, guestfish, 1 GiB over virtio, two boots
+
+
+def api_client(lab: dict[str, Any]) -> httpx.Client:
+    api = httpx.Client(base_url=lab["url"], verify=ssl.create_default_context(cafile=lab["ca_cert"]), timeout=120,
+                       headers={"X-API-Version": "4600"})
+    login = api.post("/rest/login-sessions", json={"userName": lab["admin"]["user"],
+                                                   "password": lab["admin"]["password"]})
+    assert login.status_code == 200, login.text
+    api.headers["auth"] = login.json()["sessionID"]
+    return api
+
+
+def wait_for_task(api: httpx.Client, uri: str, timeout: float) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        task: dict[str, Any] = api.get(uri).json()
+        if task["taskState"] not in ("New", "Starting", "Pending", "Running", "Stopping"):
+            return task
+        assert time.monotonic() < deadline, f"{uri} still {task['taskState']}: {task['taskStatus']}"
+        time.sleep(1)
+
+
+def deployment_plan(api: httpx.Client, image_path: Path) -> str:
+    """The demo golden image, two plan scripts, a build plan and a deployment plan; its OneView URI."""
+    with image_path.open("rb") as f:
+        upload = api.post("/rest/golden-images", params={"name": "demo", "description": "lab demo disk"},
+                          files={"file": ("demo.qcow2", f, "application/octet-stream")})
+    assert upload.status_code == 202, upload.text
+    image = wait_for_task(api, upload.headers["location"], 600)
+    assert image["taskState"] == "Completed", image["taskErrors"]
+    scripts = [api.post("/rest/plan-scripts", json={"name": name, "description": "", "planType": "deploy",
+                                                     "content": content}).json()
+               for name, content in (("hostname", HOSTNAME_SCRIPT), ("network", NETWORK_SCRIPT))]
+    build = api.post("/rest/build-plans", json={
+        "name": "demo personalize", "description": "", "oeBuildPlanType": "deploy",
+        "buildStep": [{"serialNumber": str(n), "planScriptUri": s["uri"], "parameters": ""}
+                      for n, s in enumerate(scripts, 1)],
+        "customAttributes": [
+            {"name": "Hostname", "type": "hostname", "value": "", "description": "", "constraints": "{}"},
+            {"name": "Address", "type": "ipv4", "value": "", "description": "", "constraints": "{}"},
+            {"name": "Prefix", "type": "number", "value": "24", "description": "",
+             "constraints": json.dumps({"minimum": 8, "maximum": 30})}]})
+    assert build.status_code == 201, build.text
+    plan = api.post("/rest/deployment-plans", json={
+        "name": "demo", "description": "", "oeBuildPlanURI": build.json()["uri"],
+        "goldenImageURI": image["associatedResource"]["resourceUri"]})
+    assert plan.status_code in (201, 202), plan.text
+    return f"/rest/os-deployment-plans/{plan.json()['id']}"
+
+
+def test_sdk_profiles_deploy_personalized_servers_that_boot_from_their_own_disks(
+        lab: dict[str, Any], artifacts_dir: Path) -> None:
+    disk = build_demo_disk(artifacts_dir / "cache" / "lab-images")
+    with contextlib.closing(api_client(lab)) as api:
+        osdp = deployment_plan(api, disk.path)
+        servers = {m["mpHostInfo"]["mpHostName"]: m for m in api.get("/rest/server-hardware").json()["members"]}
+    network = ipaddress.IPv4Network(lab["provisioning_network"])
+    wanted = {vm["name"]: {"hostname": f"deployed-{vm['name']}", "address": str(network.network_address + 240 + i),
+                           "server": servers[vm["bmc"]["address"]], "serial_log": Path(vm["serial_log"])}
+              for i, vm in enumerate(lab["servers"]) if vm["firmware"] == "bios"}
+    assert len(wanted) == 2
+    ov = OneViewClient({"ip": lab["url"].removeprefix("https://"),
+                        "credentials": {"userName": lab["admin"]["user"], "password": lab["admin"]["password"]},
+                        "api_version": 4600})
+    errors: dict[str, BaseException] = {}
+
+    def deploy(name: str, want: dict[str, Any]) -> None:
+        try:
+            want["profile"] = ov.server_profiles.create({
+                "type": "ServerProfileV12", "name": f"profile-{name}", "serverHardwareUri": want["server"]["uri"],
+                "osDeploymentSettings": {"osDeploymentPlanUri": osdp, "osCustomAttributes": [
+                    {"name": "Hostname", "value": want["hostname"]}, {"name": "Address", "value": want["address"]}]}},
+                timeout=DEPLOY_TIMEOUT_S).data
+        except BaseException as exc:  # reported below, with the server's name
+            errors[name] = exc
+
+    threads = [threading.Thread(target=deploy, args=item) for item in wanted.items()]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(DEPLOY_TIMEOUT_S + 60)
+    for name, want in wanted.items():
+        shutil.copyfile(want["serial_log"], artifacts_dir / f"e2e-deploy-{name}.serial.log")
+    assert not errors, errors
+    for want in wanted.values():
+        profile = want["profile"]
+        assert profile["osDeploymentSettings"]["osVolumeUri"].startswith("/rest/os-volumes/"), profile
+        assert ov.server_hardware.get_by_uri(want["server"]["uri"]).data["provisionState"] == "deployed"
+        line = wait_for_line(want["serial_log"], DEMO_LINE, 300)
+        found = DEMO_LINE.search(line)
+        assert found, line
+        assert found.group(1) == want["hostname"], line  # exactly the personalized values
+        ipv4 = [a for a in found.group(2).split(",") if "." in a]  # (IPv6: the lab's router advertisements)
+        assert ipv4 == [f"{want['address']}/24"], line  # the static address only: DHCP is off
+    machine_ids = {DEMO_LINE.search(wait_for_line(w["serial_log"], DEMO_LINE, 1)).group(3)  # type: ignore[union-attr]
+                   for w in wanted.values()}
+    assert len(machine_ids) == len(wanted)  # each server made its own on its first boot
+
+
+def wait_for_line(path: Path, pattern: re.Pattern[str], timeout: float) -> str:
+    deadline = time.monotonic() + timeout
+    while True:
+        text = path.read_text(errors="replace") if path.exists() else ""
+        lines = [line for line in text.splitlines() if pattern.search(line)]
+        if lines:
+            return lines[-1]
+        assert time.monotonic() < deadline, f"no {pattern.pattern!r} in {path} after {timeout:.0f} s"
+        time.sleep(1)
 
 
 def test_lab_down_leaves_nothing_behind(lab: dict[str, Any]) -> None:
