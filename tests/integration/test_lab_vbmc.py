@@ -596,7 +596,7 @@ def test_spec_and_command_line() -> None:
     devices = [argv[i + 1] for i, arg in enumerate(argv) if arg == "-device"]
     assert "virtio-net-pci,id=nic0,mac=52:54:01:00:00:50,netdev=net0,bootindex=2" in devices
     assert "virtio-net-pci,id=nic1,mac=52:54:01:00:00:51,netdev=net1,bootindex=3" in devices
-    assert "virtio-blk-pci,id=disk0,drive=disk0-format,bootindex=1" in devices
+    assert "virtio-blk-pci,id=disk0,drive=disk0-format,serial=SN,,1D0,bootindex=1" in devices  # commas doubled
     assert any("serial=SN,,1" in arg for arg in argv), "commas in option values are doubled"
     assert boot_order(spec, BootDevice.PXE) == ["nic0", "nic1", "disk0"]
     assert boot_order(spec, BootDevice.NONE) == ["disk0", "nic0", "nic1"]

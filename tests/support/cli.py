@@ -28,7 +28,10 @@ class Cli:
 
     def __call__(self, *args: str, input: str | None = None, env: dict[str, str] | None = None,
                  config: Path | None = None, timeout: float = 90) -> subprocess.CompletedProcess[str]:
-        environment = {k: v for k, v in os.environ.items() if not k.startswith("INGOT_")}
+        # COLUMNS/LINES: a pytest-xdist worker sets them (80x24); the tests read the CLI's output as
+        # a pipe gives it, whoever runs pytest.
+        environment = {k: v for k, v in os.environ.items()
+                       if not k.startswith("INGOT_") and k not in ("COLUMNS", "LINES")}
         environment["INGOT_CLI_CONFIG"] = str(config or self.config)
         environment.update(env or {})
         return subprocess.run(

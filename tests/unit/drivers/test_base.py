@@ -315,12 +315,15 @@ def test_a_cancelled_trial_does_not_wedge_the_breaker(executor: ThreadPoolExecut
     with pytest.raises(BmcConnectionError):
         run(driver.power_state())
     manual_clock.now += 61
-    release = threading.Event()
-    driver.script = [lambda: (release.wait(5), PowerState.ON)[1], PowerState.OFF]
+    started, release = threading.Event(), threading.Event()
+    driver.script = [lambda: (started.set(), release.wait(5), PowerState.ON)[2], PowerState.OFF]
 
     async def cancel_then_call() -> PowerState:
-        with pytest.raises(TimeoutError):
-            await asyncio.wait_for(driver.power_state(), 0.05)
+        trial = asyncio.ensure_future(driver.power_state())
+        assert await asyncio.to_thread(started.wait, 5)  # the trial is in the library call: cancel it there
+        trial.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await trial
         release.set()
         return await driver.power_state()
 
