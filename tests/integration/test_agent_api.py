@@ -5,7 +5,6 @@ provisioning network) can run into."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,6 +15,7 @@ from appliance.context import AppContext
 from appliance.db.session import unit_of_work
 from appliance.models import AgentCommand, ServerHardware
 from appliance.services.agents import AgentService
+from tests.support.agent_play import boot_token, stub_ramdisk
 from web.boot import create_boot_app
 
 MAC = "52:54:00:aa:bb:01"
@@ -34,10 +34,7 @@ INVENTORY: dict[str, Any] = {
 
 @pytest.fixture
 def boot(ctx: AppContext) -> Iterator[TestClient]:
-    ramdisk = ctx.settings.home / "boot" / "ramdisk"  # the iPXE script hands out tokens only with a ramdisk
-    ramdisk.mkdir(parents=True)
-    (ramdisk / "vmlinuz").write_bytes(b"kernel")
-    (ramdisk / "initrd.img").write_bytes(b"initrd")
+    stub_ramdisk(ctx.settings.home)
     with TestClient(create_boot_app(ctx), base_url="http://10.0.0.1:8080") as client:
         yield client
 
@@ -50,13 +47,6 @@ def server_id(ctx: AppContext) -> str:
         db.add(server)
         db.flush()
         return server.id
-
-
-def boot_token(client: TestClient, mac: str = MAC) -> str:
-    text = client.get(f"/ipxe/{mac.replace(':', '-')}/boot.ipxe").text
-    found = re.search(r"ingot\.token=(\S+)", text)
-    assert found, text
-    return found.group(1)
 
 
 def lookup(client: TestClient, macs: list[str] | None = None, mac: str = MAC) -> dict[str, Any]:
@@ -150,7 +140,7 @@ def test_bad_lookups_are_refused(boot: TestClient, server_id: str, body: dict[st
 
 def test_a_lookup_without_the_tokens_mac_or_for_an_unknown_server_is_a_mismatch(boot: TestClient,
                                                                                server_id: str) -> None:
-    r = boot.post("/agent/v1/lookup", json={"token": boot_token(boot), "macs": [OTHER_MAC]})
+    r = boot.post("/agent/v1/lookup", json={"token": boot_token(boot, MAC), "macs": [OTHER_MAC]})
     assert r.status_code == 409 and r.json()["errorCode"] == "AGENT_LOOKUP_MISMATCH"
     stranger = "52:54:00:cc:cc:cc"
     r = boot.post("/agent/v1/lookup", json={"token": boot_token(boot, stranger), "macs": [stranger]})

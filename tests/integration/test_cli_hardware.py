@@ -29,6 +29,7 @@ from appliance.cli.hardware import (
 )
 from appliance.cli.session import Target, TlsSettings
 from tests.integration.test_cli import assert_no_secret
+from tests.support.agent_play import PlayedAgent, stub_ramdisk
 from tests.support.cli import INGOT, Cli
 from tests.support.ipmi_sim import PASSWORD as IPMI_PASSWORD
 from tests.support.ipmi_sim import USER as IPMI_USER
@@ -319,15 +320,9 @@ def _wait_provision_state(cli: Cli, server_id: str, state: str) -> dict[str, Any
 
 
 def _play_agent(cli: Cli, mac: str) -> None:
-    """What the ramdisk's agent does on the boot listener (see test_inspection.play_agent)."""
+    """What the ramdisk's agent does on the boot listener: look up, post the inventory."""
     with httpx.Client(base_url=f"http://127.0.0.1:{cli.live.http_port}", timeout=30) as boot:
-        script = boot.get(f"/ipxe/{mac.replace(':', '-')}/boot.ipxe").text
-        token = re.search(r"ingot\.token=(\S+)", script)
-        assert token, script
-        found = boot.post("/agent/v1/lookup", json={"token": token.group(1), "macs": [mac]}).json()
-        r = boot.post(f"/agent/v1/nodes/{found['node']}/inventory", json=INVENTORY,
-                      headers={"X-Ingot-Agent-Token": found["agentToken"]})
-        assert r.status_code == 200, r.text
+        PlayedAgent(boot, mac, INVENTORY)
 
 
 @pytest.mark.slow
@@ -350,10 +345,7 @@ def test_inspect_abort_then_inspect_to_available(admin_cli: Cli) -> None:
     assert re.search(r"Last error\s+Aborted in inspect-wait", failed.stdout), failed.stdout
 
     # Again, with the agent reporting this time: the command follows the task to the end.
-    ramdisk = admin_cli.live.home / "boot" / "ramdisk"
-    ramdisk.mkdir(parents=True, exist_ok=True)
-    (ramdisk / "vmlinuz").write_bytes(b"kernel")
-    (ramdisk / "initrd.img").write_bytes(b"initrd")
+    stub_ramdisk(admin_cli.live.home)
     with ThreadPoolExecutor(1) as pool:
         running = pool.submit(admin_cli, "hardware", "inspect", "insp-1")
         waiting = _wait_provision_state(admin_cli, server["id"], "inspect-wait")

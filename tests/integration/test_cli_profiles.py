@@ -21,6 +21,7 @@ import pytest
 from appliance.cli.errors import UsageError
 from appliance.cli.profiles import merge_attributes, parse_attributes, parse_per_server
 from appliance.cli.progress import current_phase
+from tests.support.agent_play import PlayedAgent, stub_ramdisk
 from tests.support.cli import Cli
 
 pytestmark = [pytest.mark.slow, pytest.mark.one_backend]
@@ -55,32 +56,17 @@ def _provision_state(cli: Cli, server: dict[str, Any], state: str) -> dict[str, 
 
 
 class Agent:
-    """The deploy agent's side of the boot listener for one server, driven by the test."""
+    """One boot of a server's agent on the live appliance's boot listener, played by the test."""
 
     def __init__(self, cli: Cli, server: dict[str, Any]) -> None:
-        mac = server["macAddresses"][0].lower()
         self.boot = httpx.Client(base_url=f"http://127.0.0.1:{cli.live.http_port}", timeout=30)
-        script = self.boot.get(f"/ipxe/{mac.replace(':', '-')}/boot.ipxe").text
-        token = re.search(r"ingot\.token=(\S+)", script)
-        assert token, script
-        found = self.boot.post("/agent/v1/lookup", json={"token": token.group(1), "macs": [mac]}).json()
-        self.node, self.headers = found["node"], {"X-Ingot-Agent-Token": found["agentToken"]}
-        posted = self.boot.post(f"/agent/v1/nodes/{self.node}/inventory", json=INVENTORY, headers=self.headers)
-        assert posted.status_code == 200, posted.text
+        self.played = PlayedAgent(self.boot, server["macAddresses"][0].lower(), INVENTORY)
 
     def run(self, name: str, result: Any) -> dict[str, Any]:
         """Wait for the command ``name`` and report it succeeded with ``result`` (or ``result(command)``)."""
-        def poll() -> list[dict[str, Any]]:
-            beat = self.boot.post(f"/agent/v1/nodes/{self.node}/heartbeat", json={"uptimeS": 1.0}, headers=self.headers)
-            commands: list[dict[str, Any]] = beat.json()["commands"]
-            return commands
-
-        command: dict[str, Any] = _wait(poll, f"the agent's {name} command")[0]
+        command = self.played.next_command()
         assert command["name"] == name, command
-        body = {"state": "succeeded", "result": result(command) if callable(result) else result}
-        reported = self.boot.post(f"/agent/v1/nodes/{self.node}/commands/{command['id']}", headers=self.headers,
-                                  json=body)
-        assert reported.status_code == 200, reported.text
+        self.played.report(command, state="succeeded", result=result(command) if callable(result) else result)
         self.close()
         return command
 
@@ -134,10 +120,7 @@ def test_attribute_options_and_the_phase_shown() -> None:
 
 
 def test_deploy_two_servers_show_delete_and_a_refused_create(admin_cli: Cli, tmp_path: Path) -> None:
-    ramdisk = admin_cli.live.home / "boot" / "ramdisk"
-    ramdisk.mkdir(parents=True, exist_ok=True)
-    (ramdisk / "vmlinuz").write_bytes(b"kernel")
-    (ramdisk / "initrd.img").write_bytes(b"initrd")
+    stub_ramdisk(admin_cli.live.home)
     disk = tmp_path / "golden.raw"
     disk.write_bytes(os.urandom(1 << 20) + bytes(3 << 20))
     image = admin_cli.json("images", "upload", str(disk))

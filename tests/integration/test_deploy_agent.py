@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import sys
 import time
@@ -25,6 +24,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.support.agent_play import boot_token, stub_ramdisk
 from tests.support.live import REPO, LiveAppliance
 from tests.support.tcp_proxy import FaultyProxy
 
@@ -38,10 +38,7 @@ TIMEOUT = 60.0
 @pytest.fixture
 def live(tmp_path: Path, fresh_database_url: str | None) -> Iterator[LiveAppliance]:
     home = tmp_path / "home"
-    ramdisk = home / "boot" / "ramdisk"  # the iPXE script hands out boot tokens only with a ramdisk
-    ramdisk.mkdir(parents=True)
-    (ramdisk / "vmlinuz").write_bytes(b"kernel")
-    (ramdisk / "initrd.img").write_bytes(b"initrd")
+    stub_ramdisk(home)
     appliance = LiveAppliance(home, fresh_database_url, extra_env={
         "INGOT_BOOT__AGENT_HEARTBEAT_S": "0.2", "INGOT_BMC__VERIFY_POLL_S": "0.01"})
     appliance.start()
@@ -61,11 +58,10 @@ class Machine:
 
     def boot(self) -> None:
         self.kill()
-        script = httpx.get(f"{self.proxy.url}/ipxe/{self.mac.replace(':', '-')}/boot.ipxe", timeout=10).text
-        token = re.search(r"ingot\.token=(\S+)", script)
-        assert token, script
+        with httpx.Client(base_url=self.proxy.url, timeout=10) as boot:
+            token = boot_token(boot, self.mac)  # what the server's iPXE fetches
         config = self.root.with_name("agent.json")
-        config.write_text(json.dumps({"url": self.proxy.url, "token": token.group(1), "root": str(self.root),
+        config.write_text(json.dumps({"url": self.proxy.url, "token": token, "root": str(self.root),
                                       "mac": self.mac, "disk_bytes": DISK_BYTES}))
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen([sys.executable, "-m", "tests.support.agent_machine", str(config)],

@@ -5,7 +5,6 @@ the task runner mid-wait, and refused events."""
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +17,7 @@ from appliance.config import Settings
 from appliance.context import AppContext
 from appliance.drivers.power import fake
 from appliance.drivers.types import BmcTarget
+from tests.support.agent_play import PlayedAgent, stub_ramdisk
 from tests.support.runner import BackgroundRunner, wait_task
 from web.boot import create_boot_app
 
@@ -46,10 +46,7 @@ def _fresh_fake_machines() -> Iterator[None]:
 
 @pytest.fixture
 def boot(ctx: AppContext) -> Iterator[TestClient]:
-    ramdisk = ctx.settings.home / "boot" / "ramdisk"
-    ramdisk.mkdir(parents=True)
-    (ramdisk / "vmlinuz").write_bytes(b"kernel")
-    (ramdisk / "initrd.img").write_bytes(b"initrd")
+    stub_ramdisk(ctx.settings.home)
     with TestClient(create_boot_app(ctx), base_url="http://10.0.0.1:8080") as client:
         yield client
 
@@ -78,14 +75,7 @@ def wait_state(api: TestClient, headers: dict[str, str], server: dict[str, Any],
 
 
 def play_agent(boot: TestClient, mac: str) -> None:
-    """What the ramdisk's agent does: fetch its iPXE script (the token), look up, post the inventory."""
-    text = boot.get(f"/ipxe/{mac.replace(':', '-')}/boot.ipxe").text
-    token = re.search(r"ingot\.token=(\S+)", text)
-    assert token, text
-    found = boot.post("/agent/v1/lookup", json={"token": token.group(1), "macs": [mac]}).json()
-    r = boot.post(f"/agent/v1/nodes/{found['node']}/inventory", json=INVENTORY,
-                  headers={"X-Ingot-Agent-Token": found["agentToken"]})
-    assert r.status_code == 200, r.text
+    PlayedAgent(boot, mac, INVENTORY)
 
 
 def test_inspect_boots_the_agent_stores_the_inventory_and_makes_the_server_available(

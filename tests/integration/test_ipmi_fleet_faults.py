@@ -9,6 +9,8 @@ timeouts, so tests/unit/drivers/test_pyghmi_fixes.py pins the fix itself.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 from collections import Counter
 from collections.abc import Iterator
 
@@ -18,7 +20,7 @@ from appliance.config import BmcSettings
 from appliance.drivers.pool import BmcPool
 from appliance.drivers.types import BmcTarget
 from appliance.errors import BmcError
-from tests.support.fleet import FleetProcess
+from tests.support.fleet import FleetProcess, favour
 
 pytestmark = pytest.mark.slow
 USER, PASSWORD = "admin", "fleet-secret"
@@ -69,7 +71,13 @@ def test_live_bmcs_keep_answering_while_others_die(fleets: tuple[FleetProcess, F
         await pool.close()
         return rounds
 
-    rounds = asyncio.run(scenario())
+    own = os.getpriority(os.PRIO_PROCESS, 0)
+    favour(0)  # the appliance's side too: the sweep, not another worker's QEMU, is under test
+    try:
+        rounds = asyncio.run(scenario())
+    finally:
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, 0, own)
     assert rounds[0] == (Counter({"Off": 200}), Counter({"Off": 30}))
     for alive, dead in rounds[1:]:
         assert alive == Counter({"Off": 200})  # every live BMC answered, every round

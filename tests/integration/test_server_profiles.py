@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,13 +25,12 @@ from appliance.context import AppContext
 from appliance.drivers.power import fake
 from appliance.drivers.types import BmcTarget
 from appliance.services.golden_images import record_golden_image
+from tests.support.agent_play import PlayedAgent, stub_ramdisk
 from tests.support.runner import BackgroundRunner, wait_task
 from web.boot import create_boot_app
 
 PASSWORD = "Bmc-Secret-2203"
 DISK = os.urandom(1 << 20) + bytes(3 << 20)  # a 4 MiB raw "golden image"
-INVENTORY = {"cpu": {"count": 2}, "memory_bytes": 1 << 30, "nics": [],
-             "disks": [{"name": "sda", "size_bytes": 64 << 30, "rotational": False, "removable": False}]}
 
 
 @pytest.fixture
@@ -52,48 +50,9 @@ def _fresh_fake_machines() -> Iterator[None]:
 
 @pytest.fixture
 def boot(ctx: AppContext) -> Iterator[TestClient]:
-    ramdisk = ctx.settings.home / "boot" / "ramdisk"
-    ramdisk.mkdir(parents=True)
-    (ramdisk / "vmlinuz").write_bytes(b"kernel")
-    (ramdisk / "initrd.img").write_bytes(b"initrd")
+    stub_ramdisk(ctx.settings.home)
     with TestClient(create_boot_app(ctx), base_url="http://10.0.0.1:8080") as client:
         yield client
-
-
-class Agent:
-    """The deploy agent's side of the API, driven by the test."""
-
-    def __init__(self, boot: TestClient, mac: str) -> None:
-        text = boot.get(f"/ipxe/{mac.replace(':', '-')}/boot.ipxe").text
-        token = re.search(r"ingot\.token=(\S+)", text)
-        assert token, text
-        found = boot.post("/agent/v1/lookup", json={"token": token.group(1), "macs": [mac]}).json()
-        self.boot, self.node = boot, found["node"]
-        self.headers = {"X-Ingot-Agent-Token": found["agentToken"]}
-        posted = boot.post(f"/agent/v1/nodes/{self.node}/inventory", json=INVENTORY, headers=self.headers)
-        assert posted.status_code == 200, posted.text
-
-    def next_command(self) -> dict[str, Any]:
-        deadline = time.monotonic() + 30
-        while True:
-            commands = self.boot.post(f"/agent/v1/nodes/{self.node}/heartbeat", json={"uptimeS": 1.0},
-                                      headers=self.headers).json()["commands"]
-            if commands:
-                command: dict[str, Any] = commands[0]
-                return command
-            assert time.monotonic() < deadline, "no command for the agent"
-            time.sleep(0.05)
-
-    def report(self, command: dict[str, Any], **body: Any) -> None:
-        r = self.boot.post(f"/agent/v1/nodes/{self.node}/commands/{command['id']}", json=body, headers=self.headers)
-        assert r.status_code == 200, r.text
-
-    def fetch_image(self, url: str) -> bytes:
-        """The image in two pieces, the second resumed with Range as after a dropped connection."""
-        first = self.boot.get(url, headers={**self.headers, "Range": "bytes=0-999999"})
-        rest = self.boot.get(url, headers={**self.headers, "Range": "bytes=1000000-"})
-        assert (first.status_code, rest.status_code) == (206, 206)
-        return first.content + rest.content
 
 
 @pytest.fixture
@@ -120,7 +79,7 @@ def lab(api: TestClient, admin_headers: dict[str, str], ctx: AppContext, runner:
         task_uri = api.put(f"{server['uri']}/provisionState", headers=admin_headers,
                            json={"event": "inspect"}).json()["uri"]
         wait_state(api, admin_headers, server["uri"], "inspect-wait")
-        Agent(boot, server["macAddresses"][0].lower())
+        PlayedAgent(boot, server["macAddresses"][0].lower())
         assert wait_task(api, admin_headers, task_uri)["taskState"] == "Completed"
         servers.append(api.get(server["uri"], headers=admin_headers).json())
     return {"servers": servers, "osdp": f"/rest/os-deployment-plans/{deployment['id']}"}
@@ -150,17 +109,9 @@ def bmc(host: str) -> fake.FakeMachine:
 
 def deploy_as_agent(boot: TestClient, server: dict[str, Any], *, corrupt: bool = False) -> dict[str, Any]:
     """Boot, fetch the image, write it (report progress), report the outcome; returns the command."""
-    agent = Agent(boot, server["macAddresses"][0].lower())
-    command = agent.next_command()
-    assert command["name"] == "write_image" and command["params"]["size"] == len(DISK)
-    image = agent.fetch_image(command["params"]["url"])
-    assert image == DISK and hashlib.sha256(image).hexdigest() == command["params"]["sha256"]
-    agent.report(command, state="running", percent=50, message="Wrote 2 of 4 MiB.")
-    if corrupt:
-        agent.report(command, state="failed", error="SHA-256 mismatch: the image read is not the image sent")
-    else:
-        agent.report(command, state="succeeded", result={"device": "/dev/sda", "bytes": len(image),
-                                                          "sha256": command["params"]["sha256"]})
+    command = PlayedAgent(boot, server["macAddresses"][0].lower()).write_image(corrupt=corrupt)
+    assert command["params"]["size"] == len(DISK)
+    assert command["image"] == DISK and hashlib.sha256(DISK).hexdigest() == command["params"]["sha256"]
     return command
 
 
@@ -213,7 +164,7 @@ def test_a_profile_deploys_its_server_in_phases(api: TestClient, admin_headers: 
     r = api.delete(profile["uri"], headers=admin_headers)
     assert r.status_code == 202 and r.json()["name"] == "Delete"
     wait_state(api, admin_headers, server["uri"], "clean-wait")
-    agent = Agent(boot, server["macAddresses"][0].lower())
+    agent = PlayedAgent(boot, server["macAddresses"][0].lower())
     erase = agent.next_command()
     assert erase["name"] == "erase"
     agent.report(erase, state="succeeded", result={"disks": ["sda"]})
@@ -252,7 +203,7 @@ def test_deleting_a_profile_mid_deploy_aborts_cleanly(api: TestClient, admin_hea
     delete = api.delete(profile_uri, headers=admin_headers)
     assert delete.status_code == 202, delete.text
     wait_state(api, admin_headers, server["uri"], "clean-wait")
-    agent = Agent(boot, server["macAddresses"][0].lower())
+    agent = PlayedAgent(boot, server["macAddresses"][0].lower())
     erase = agent.next_command()
     assert erase["name"] == "erase"  # the write_image that was queued never reached an agent
     agent.report(erase, state="failed", error="erasing /dev/sda failed: Input/output error")
@@ -263,7 +214,7 @@ def test_deleting_a_profile_mid_deploy_aborts_cleanly(api: TestClient, admin_hea
     delete = api.delete(profile_uri, headers=admin_headers)  # a failed delete may be asked again
     assert delete.status_code == 202, delete.text
     wait_state(api, admin_headers, server["uri"], "clean-wait")
-    agent = Agent(boot, server["macAddresses"][0].lower())
+    agent = PlayedAgent(boot, server["macAddresses"][0].lower())
     erase = agent.next_command()
     agent.report(erase, state="succeeded", result={"disks": ["sda"]})
     assert wait_task(api, admin_headers, delete.json()["uri"])["taskState"] == "Completed"
