@@ -23,6 +23,7 @@ from tests.integration import test_server_profiles as deploys
 from tests.integration.test_server_profiles import _fresh_fake_machines, boot, settings  # noqa: F401 - fixtures
 from tests.integration.test_ui_hardware import _server
 from tests.integration.test_ui_netboot import _login_as, _no_inline_code
+from tests.support.agent_play import PlayedAgent
 from tests.support.runner import BackgroundRunner, wait_task
 
 HOSTILE = '<img src=x onerror="alert(1)"> & \'q\''
@@ -73,7 +74,7 @@ def deployed(request: pytest.FixtureRequest, api: TestClient, admin_headers: dic
     server_uri = wait_task(api, admin_headers, added.json()["uri"])["associatedResource"]["resourceUri"]
     inspect = api.put(f"{server_uri}/provisionState", headers=admin_headers, json={"event": "inspect"}).json()
     waiting = deploys.wait_state(api, admin_headers, server_uri, "inspect-wait")
-    deploys.Agent(listener, waiting["macAddresses"][0].lower())
+    PlayedAgent(listener, waiting["macAddresses"][0].lower())
     assert wait_task(api, admin_headers, inspect["uri"])["taskState"] == "Completed"
     server = api.get(server_uri, headers=admin_headers).json()
     lab = {"servers": [server], "osdp": f"/rest/os-deployment-plans/{plan.json()['id']}"}
