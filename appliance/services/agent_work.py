@@ -18,11 +18,11 @@ from appliance.context import AppContext
 from appliance.db.session import unit_of_work
 from appliance.drivers.base import BmcDriver
 from appliance.drivers.types import BootDevice, BootSetting, PowerAction, PowerState
-from appliance.errors import ApplianceError, Conflict, NotFound
+from appliance.errors import ApplianceError, NotFound
 from appliance.models import AgentSession, ServerHardware
 from appliance.services.agents import AgentService
-from appliance.services.provisioning import ProvisionService
-from appliance.states import Event, ProvisionState
+from appliance.services.provisioning import time_out
+from appliance.states import ProvisionState
 from appliance.tasks.handlers import PhaseReporter
 
 POLL_S = 0.5
@@ -129,10 +129,4 @@ class AgentWork:
             AgentService(db, self.app.clock).cancel_all(self.server_id, why)
 
     def _timeout(self) -> None:
-        try:
-            with unit_of_work(self.app.session_factory) as db:
-                ProvisionService(db, self.app.clock).fire(
-                    self.server_id, Event.TIMEOUT, expect=self.wait_state,
-                    error=f"Timed out in {self.wait_state} after {self.ttl_s} s.")
-        except Conflict:
-            pass  # it moved on meanwhile: the next guard reads the new state
+        time_out(self.app.session_factory, self.app.clock, self.server_id, self.wait_state, self.ttl_s)

@@ -45,7 +45,7 @@ from appliance.services.agent_work import AgentWork, AgentWorkFailed
 from appliance.services.agents import AgentService
 from appliance.services.os_volumes import PROGRESS_INTERVAL_S
 from appliance.services.personalize import personalize_volume, resolve_deployment_plan
-from appliance.services.provisioning import ProvisionService, wait_ttls
+from appliance.services.provisioning import ProvisionService, fire_event, wait_ttls
 from appliance.services.server_hardware_tasks import ServerHardwareTask
 from appliance.services.server_profiles import CATEGORY, TASK_APPLY, TASK_DELETE, profile_uri
 from appliance.states import Event, ProvisionState
@@ -97,8 +97,7 @@ class ProfileTask(ServerHardwareTask):
             return PS(row.provision_state), row.provision_updated
 
     def _fire(self, server_id: str, event: Event, expect: PS | None = None, error: str | None = None) -> PS:
-        with unit_of_work(self.app.session_factory) as db:
-            return ProvisionService(db, self.app.clock).fire(server_id, event, expect=expect, error=error).after
+        return fire_event(self.app.session_factory, self.app.clock, server_id, event, expect=expect, error=error)
 
     def _mark(self, profile_id: str, state: str, status: str = "OK", reason: str | None = None,
               volume_id: str | None = None) -> None:

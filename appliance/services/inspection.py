@@ -26,10 +26,10 @@ from typing import Any, ClassVar
 
 from appliance.db.session import unit_of_work
 from appliance.drivers.types import BootDevice, BootSetting, PowerAction, PowerState
-from appliance.errors import ApplianceError, Conflict
+from appliance.errors import ApplianceError
 from appliance.models import ServerHardware
 from appliance.services.agents import AgentService
-from appliance.services.provisioning import ProvisionService, wait_ttls
+from appliance.services.provisioning import ProvisionService, fire_event, time_out, wait_ttls
 from appliance.services.server_hardware import TASK_INSPECT
 from appliance.services.server_hardware_tasks import ServerHardwareTask
 from appliance.states import Event, ProvisionState
@@ -126,17 +126,11 @@ class InspectTask(ServerHardwareTask):
             return row.last_error if row is not None else None
 
     def _fire(self, server_id: str, event: Event, expect: PS) -> None:
-        with unit_of_work(self.app.session_factory) as db:
-            ProvisionService(db, self.app.clock).fire(server_id, event, expect=expect)
+        fire_event(self.app.session_factory, self.app.clock, server_id, event, expect=expect)
 
     def _timeout(self, server_id: str, ttl: int) -> None:
-        try:
-            with unit_of_work(self.app.session_factory) as db:
-                ProvisionService(db, self.app.clock).fire(
-                    server_id, Event.TIMEOUT, expect=PS.INSPECT_WAIT,
-                    error=f"Timed out in inspect-wait after {ttl} s: the agent never reported.")
-        except Conflict:
-            pass  # it moved on meanwhile; the loop reads the new state
+        time_out(self.app.session_factory, self.app.clock, server_id, PS.INSPECT_WAIT, ttl,
+                 ": the agent never reported")
 
     def _fail(self, server_id: str, message: str) -> None:
         """Fire ``fail`` if the server is still in the inspection's working states."""

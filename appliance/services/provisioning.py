@@ -15,6 +15,7 @@ kept until the next piece of work starts) and the "provisioning failed" alert of
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -23,6 +24,7 @@ from sqlalchemy.orm import Session
 
 from appliance.clock import Clock, system_clock
 from appliance.config import ProvisioningSettings
+from appliance.db.session import SessionFactory, unit_of_work
 from appliance.errors import Conflict, NotFound
 from appliance.models import ServerHardware
 from appliance.repositories.server_hardware import ServerHardwareRepository
@@ -115,6 +117,22 @@ class ProvisionService:
             if entered is None or _older(entered, now, ttl):
                 expired.append((server_id, ProvisionState(state), ttl))
         return expired
+
+
+def fire_event(factory: SessionFactory, clock: Clock, server_id: str, event: Event, *,
+               expect: ProvisionState | None = None, error: str | None = None) -> ProvisionState:
+    """:meth:`ProvisionService.fire` in a transaction of its own (task handlers, in a worker thread)."""
+    with unit_of_work(factory) as db:
+        return ProvisionService(db, clock).fire(server_id, event, expect=expect, error=error).after
+
+
+def time_out(factory: SessionFactory, clock: Clock, server_id: str, wait_state: ProvisionState, ttl_s: int,
+             why: str = "") -> None:
+    """Work waiting on a server saw its wait state outlive ``ttl_s``: fire ``timeout``, unless the
+    server moved on meanwhile (then the caller reads the new state)."""
+    with contextlib.suppress(Conflict):
+        fire_event(factory, clock, server_id, Event.TIMEOUT, expect=wait_state,
+                   error=f"Timed out in {wait_state} after {ttl_s} s{why}.")
 
 
 def wait_ttls(settings: ProvisioningSettings) -> dict[ProvisionState, int]:
