@@ -46,8 +46,8 @@ Where the time goes: a separate pass of ``--clones`` clones per image with the s
 measured in the timed rounds, ``flatten`` and the publication) wrapped in timers (a few
 microseconds each); "rest" is the remainder (Python, workspace directory, rename). For scale, a
 bare ``qemu-img info`` and ``qemu-img create`` run with ``subprocess.run`` are timed the same
-number of times (golden_images.qemu_img runs them through ``sh`` and coreutils ``timeout``, so the
-difference is what that costs). golden_images is not modified: the
+number of times (golden_images.qemu_img runs them as children with a parent-death signal and a
+timer thread, so the difference is what that costs). golden_images is not modified: the
 wrappers are put in place and taken away by this process.
 
 The machine's facts (CPUs, kernel, qemu-img version, file system of the temporary directory, load

@@ -128,7 +128,7 @@ class NbdExports:
                 "--discard=unmap", f"--pid-file={pid_path}", str(path)]
         with log_path.open("ab") as log:
             proc = self._launcher.submit(subprocess.Popen, argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                         preexec_fn=die_with_parent).result()
+                                         preexec_fn=die_with_parent()).result()
         deadline = time.monotonic() + self.start_timeout
         while time.monotonic() < deadline:
             if proc.poll() is not None:

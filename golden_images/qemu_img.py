@@ -1,4 +1,4 @@
-"""``qemu-img``, run through the ``sh`` package: the only place the library executes it.
+"""``qemu-img``, run as a child of this process: the only place the library executes it.
 
 Blocking calls: run them in a worker thread or a task, never on the event loop.
 
@@ -9,17 +9,20 @@ wall-clock timeout, the limits OpenStack settled on for the same job (1 GiB, 30 
 
 from __future__ import annotations
 
+import codecs
 import ctypes
 import json
+import os
 import re
 import resource
 import shutil
 import signal
+import subprocess
+import tempfile
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-
-import sh
 
 PROBE_ADDRESS_SPACE = 1 << 30
 PROBE_CPU_S = 30
@@ -34,52 +37,89 @@ class QemuImgError(Exception):
 
 
 _PR_SET_PDEATHSIG = 1
+# Looked up once, here: a child between fork and exec must not dlopen (another thread of the
+# appliance may have held the loader's lock when it forked).
+_prctl = ctypes.CDLL(None, use_errno=True).prctl
 
 
-def die_with_parent() -> None:  # runs in the child between fork and exec
-    """SIGTERM this child when the appliance dies (even by SIGKILL); timeout(1) passes the TERM
-    on to qemu-img. Otherwise a conversion would run on, orphaned, into a store that the next
-    start has swept."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+def die_with_parent() -> Callable[[], None]:
+    """A ``preexec_fn`` that gives the child SIGTERM when the thread that forked it ends (even by
+    SIGKILL of the whole appliance). Otherwise a conversion would run on, orphaned, into a store that
+    the next start has swept. If the parent died before the signal was asked for, the child
+    exits at once instead of running unwatched."""
+    parent = os.getpid()
+
+    def preexec() -> None:  # runs in the child between fork and exec
+        _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != parent:
+            os._exit(1)
+
+    return preexec
 
 
-def _probe_limits() -> None:  # runs in the child between fork and exec
-    die_with_parent()
-    resource.setrlimit(resource.RLIMIT_AS, (PROBE_ADDRESS_SPACE, PROBE_ADDRESS_SPACE))
-    resource.setrlimit(resource.RLIMIT_CPU, (PROBE_CPU_S, PROBE_CPU_S))
+def _probe_limits() -> Callable[[], None]:
+    watch = die_with_parent()
+
+    def preexec() -> None:  # runs in the child between fork and exec
+        watch()
+        resource.setrlimit(resource.RLIMIT_AS, (PROBE_ADDRESS_SPACE, PROBE_ADDRESS_SPACE))
+        resource.setrlimit(resource.RLIMIT_CPU, (PROBE_CPU_S, PROBE_CPU_S))
+
+    return preexec
 
 
-# coreutils timeout(1) enforces the wall-clock limits. sh's own ``_timeout`` polls every 100 ms and
-# so rounded every call up to the next tenth of a second (bench/clone: 105 ms for a 5 ms probe).
-_TIMED_OUT = (124, 137)  # timeout(1): ran out of time; killed after --kill-after
+def _run(args: list[str], *, timeout: float, ok_codes: tuple[int, ...] = (0,),
+         preexec: Callable[[], None] | None = None,
+         on_output: Callable[[str], None] | None = None) -> tuple[int, str]:
+    """Run ``qemu-img args``; return (exit code, stdout). Every failure becomes QemuImgError.
 
-
-def _command() -> sh.Command:
+    qemu-img is this process's own child, so that PR_SET_PDEATHSIG is on qemu-img itself: through
+    coreutils timeout(1), a SIGTERM that reached timeout between its fork and its bookkeeping made
+    it exit without passing the signal on (coreutils 9.1), and qemu-img ran on. The wall-clock
+    limit is a timer that kills qemu-img; ``on_output`` gets stdout as it comes.
+    """
     if shutil.which("qemu-img") is None:
         raise QemuImgError("qemu-img is not installed (Debian package qemu-utils)")
-    return sh.Command("timeout")
+    with tempfile.TemporaryFile() as stderr:
+        proc = subprocess.Popen(["qemu-img", *args], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=stderr,
+                                bufsize=0, preexec_fn=preexec or die_with_parent())
+        timed_out = threading.Event()
 
+        def expire() -> None:
+            timed_out.set()
+            proc.kill()
 
-def _run(args: list[str], *, timeout: float, ok_codes: tuple[int, ...] = (0,), **call: Any) -> tuple[int, str]:
-    """Run ``qemu-img args``; return (exit code, stdout). Every failure becomes QemuImgError."""
-    call.setdefault("_preexec_fn", die_with_parent)
-    try:
-        done = _command()("--kill-after=10", f"{timeout:.0f}", "qemu-img", *args, _ok_code=list(ok_codes),
-                          _return_cmd=True, _decode_errors="replace", **call)
-    except sh.ErrorReturnCode as exc:
-        if exc.exit_code in _TIMED_OUT:
-            raise QemuImgError(f"qemu-img {args[0]} did not finish within {timeout:.0f} s") from exc
-        if exc.exit_code < 0 or exc.exit_code > 128:  # a signal: -N from sh, 128 + N through timeout(1)
-            signal_number = -exc.exit_code if exc.exit_code < 0 else exc.exit_code - 128
-            raise QemuImgError(f"qemu-img {args[0]} was stopped by signal {signal_number} "
-                               "(a resource limit)") from exc
-        stderr = exc.stderr.decode(errors="replace").strip() if exc.stderr else ""
-        last = stderr.splitlines()[-1] if stderr else f"exit code {exc.exit_code}"
-        raise QemuImgError(f"qemu-img {args[0]} failed: {last.removeprefix('qemu-img: ')}") from exc
-    except sh.SignalException as exc:
-        raise QemuImgError(f"qemu-img {args[0]} was stopped by a signal") from exc
-    return int(done.exit_code), str(done)
+        timer = threading.Timer(timeout, expire)
+        timer.daemon = True
+        timer.start()
+        try:
+            assert proc.stdout is not None
+            decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+            out: list[str] = []
+            while chunk := os.read(proc.stdout.fileno(), 65536):
+                text = decoder.decode(chunk)
+                if on_output is not None:
+                    on_output(text)
+                else:
+                    out.append(text)
+            code = proc.wait()
+        finally:
+            timer.cancel()
+            if proc.poll() is None:  # on_output raised: do not leave qemu-img running
+                proc.kill()
+                proc.wait()
+            if proc.stdout is not None:
+                proc.stdout.close()
+        if timed_out.is_set():
+            raise QemuImgError(f"qemu-img {args[0]} did not finish within {timeout:.0f} s")
+        if code < 0:
+            raise QemuImgError(f"qemu-img {args[0]} was stopped by signal {-code} (a resource limit)")
+        if code not in ok_codes:
+            stderr.seek(0)
+            lines = stderr.read().decode(errors="replace").strip().splitlines()
+            last = lines[-1] if lines else f"exit code {code}"
+            raise QemuImgError(f"qemu-img {args[0]} failed: {last.removeprefix('qemu-img: ')}")
+    return code, "".join(out)
 
 
 def info(path: Path, fmt: str | None = None) -> dict[str, Any]:
@@ -91,7 +131,7 @@ def info(path: Path, fmt: str | None = None) -> dict[str, Any]:
     args = ["info", "--output=json"]
     if fmt:
         args += ["-f", fmt]
-    _, out = _run([*args, str(path)], timeout=PROBE_TIMEOUT_S, _preexec_fn=_probe_limits)
+    _, out = _run([*args, str(path)], timeout=PROBE_TIMEOUT_S, preexec=_probe_limits())
     try:
         parsed = json.loads(out)
     except ValueError as exc:
@@ -104,7 +144,7 @@ def info(path: Path, fmt: str | None = None) -> dict[str, Any]:
 def backing_chain(path: Path, fmt: str = "qcow2") -> list[Path]:
     """The files of ``path``'s backing chain, ``path`` first (the index is ``qemu-img map``'s depth)."""
     _, out = _run(["info", "--backing-chain", "--output=json", "-f", fmt, str(path)], timeout=PROBE_TIMEOUT_S,
-                  _preexec_fn=_probe_limits)
+                  preexec=_probe_limits())
     try:
         layers = json.loads(out)
         return [Path(str(layer["filename"])) for layer in layers]
@@ -138,7 +178,7 @@ def convert(src: Path, dst: Path, *, src_format: str, dst_format: str = "qcow2",
         _run([*args, str(src), str(dst)], timeout=timeout)
         return
 
-    pending = [""]  # output not yet matched: sh hands it over in pieces of any size
+    pending = [""]  # output not yet matched: it comes in pieces of any size
 
     def parse(chunk: str) -> None:
         text = pending[0] + chunk
@@ -148,7 +188,7 @@ def convert(src: Path, dst: Path, *, src_format: str, dst_format: str = "qcow2",
             end = match.end()
         pending[0] = text[end:][-64:]
 
-    _run([*args, "-p", str(src), str(dst)], timeout=timeout, _out=parse, _out_bufsize=0)
+    _run([*args, "-p", str(src), str(dst)], timeout=timeout, on_output=parse)
 
 
 def create_overlay(backing_name: str, dst: Path, size: int) -> None:

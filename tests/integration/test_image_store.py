@@ -870,6 +870,14 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
+def commands(pids: list[int]) -> list[str]:
+    found = []
+    for pid in pids:
+        with contextlib.suppress(OSError):  # ended meanwhile
+            found.append(Path(f"/proc/{pid}/comm").read_text().strip())
+    return found
+
+
 class Processes:
     """The processes a test started, directly or through its child; each is killed by its own pidfd
     (never a reused PID, never by name) and waited for, whatever happens in the test."""
@@ -932,8 +940,8 @@ def test_import_killed_midway_leaves_only_incoming_work(tmp_path: Path, sparse_r
     # by timing alone; so the child's progress callback marks the moment the conversion has begun
     # and then holds the import there (inside store.ingest, before anything is published). The
     # child is SIGKILLed at that point, while its qemu-img is still converting (it runs on while
-    # the callback waits). The qemu-img and the timeout(1) around it must end by themselves
-    # (qemu_img.die_with_parent): left running, they would write on into incoming/.
+    # the callback waits). The qemu-img must end by itself (qemu_img.die_with_parent): left
+    # running, it would write on into incoming/.
     root = tmp_path / "store"
     marker = tmp_path / "converting"
     errors = tmp_path / "child.err"
@@ -1046,13 +1054,23 @@ qemu_img._run(["convert", "-r", "1M", "-f", "raw", "-O", "qcow2", sys.argv[1], s
 """
 
 
+def test_qemu_img_that_runs_out_of_time_is_killed_with_a_clear_error(tmp_path: Path) -> None:
+    source = tmp_path / "source.raw"
+    source.write_bytes(os.urandom(8 << 20))
+    with pytest.raises(qemu_img.QemuImgError, match=r"^qemu-img convert did not finish within 1 s$"):
+        # -r 1M: qemu-img's own rate limit, about 8 s for this image
+        qemu_img._run(["convert", "-r", "1M", "-f", "raw", "-O", "qcow2", str(source), str(tmp_path / "out.qcow2")],
+                      timeout=1)
+
+
 def test_qemu_img_ends_when_the_process_that_started_it_dies(tmp_path: Path, processes: Processes) -> None:
     source = tmp_path / "source.raw"
     source.write_bytes(os.urandom(32 << 20))
     child = subprocess.Popen([sys.executable, "-c", SLOW_CHILD, str(source), str(tmp_path / "out.qcow2")],
                              cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     processes.children.append(child)
-    wait_for(lambda: len(descendants(child.pid)) >= 2, 30, "timeout(1) and qemu-img to start")
+    # Once its name is qemu-img it has exec'd, so it asked for its parent-death signal before.
+    wait_for(lambda: "qemu-img" in commands(descendants(child.pid)), 30, "qemu-img to start")
     processes.adopt_descendants(child.pid)
     os.kill(child.pid, signal.SIGKILL)
     assert child.wait(timeout=30) == -signal.SIGKILL
