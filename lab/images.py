@@ -1,4 +1,4 @@
-"""Build recipes for the two images the emulated rack boots: the deploy ramdisk and a demo disk.
+r"""Build recipes for the two images the emulated rack boots: the deploy ramdisk and a demo disk.
 
 =================  ==========================================================================
 image              what it is
@@ -13,11 +13,15 @@ deploy ramdisk     Debian's kernel + one zstd initramfs: ``mmdebstrap --variant=
                    is ``INGOT-AGENT started mac=... ip=...``. Afterwards the machine stays up,
                    or powers off if ``ingot.poweroff`` is on the command line.
 demo disk          a bootable qcow2 golden image: ``--variant=minbase`` + systemd-sysv, udev,
-                   python3-minimal and iproute2 on one ext4 partition (4 KiB blocks: extlinux
-                   6.04 cannot load from 1 KiB-block ext4), booted by extlinux with its own
-                   busybox initramfs (loads the drivers, mounts ``root=LABEL=ingot-root``,
-                   ``switch_root``). systemd-networkd takes a DHCP lease, and a first-boot unit
-                   prints ``INGOT-DEMO booted hostname=... addresses=... machine_id=...`` on ttyS0.
+                   python3-minimal and iproute2 on an ext4 partition (4 KiB blocks: extlinux
+                   6.04 cannot load from 1 KiB-block ext4), with its own busybox initramfs
+                   (loads the drivers, mounts ``root=LABEL=ingot-root``, ``switch_root``). It
+                   boots on both firmwares from one MBR disk: BIOS through the MBR code and
+                   extlinux on the active ext4 partition; UEFI through an EFI system partition
+                   (type 0xEF, FAT) holding systemd-boot as the removable-media loader
+                   ``\EFI\BOOT\BOOTX64.EFI`` and a copy of the kernel and initramfs.
+                   systemd-networkd takes a DHCP lease, and a first-boot unit prints
+                   ``INGOT-DEMO booted hostname=... addresses=... machine_id=...`` on ttyS0.
 =================  ==========================================================================
 
 Both are cached under ``cache_dir`` by a content key over the recipe (mmdebstrap options,
@@ -27,7 +31,7 @@ beside its entry and is renamed into place (:func:`lab.build.atomic_dir`); nothi
 or attached afterwards, even when a step fails.
 
 Needs root and the Debian packages mmdebstrap, extlinux, syslinux-common, fdisk, e2fsprogs,
-zstd, busybox, qemu-utils (and for booting, qemu-system-x86).
+zstd, busybox, systemd-boot-efi, dosfstools, mtools, qemu-utils (and for booting, qemu-system-x86).
 
 ``python -m lab.images ramdisk|demo-disk --cache DIR`` builds one and prints where it is.
 """
@@ -164,7 +168,7 @@ exit 0
 
 # ---------------------------------------------------------------------------------------------
 # Demo disk
-DEMO_FORMAT = 1
+DEMO_FORMAT = 2  # 2: the EFI system partition
 DEMO_PACKAGES = ("systemd-sysv", "udev", "python3-minimal", "iproute2")
 DEMO_HOSTNAME = "ingot-demo"
 DEMO_LABEL = "ingot-root"
@@ -173,6 +177,10 @@ DEMO_MODULES = (*NET_MODULES, *DISK_MODULES)
 DEMO_UNITS = ("systemd-networkd.service", "ingot-demo-report.service")
 PARTITION_START = MiB  # sector 2048
 MBR = Path("/usr/lib/syslinux/mbr/mbr.bin")
+SYSTEMD_BOOT = Path("/usr/lib/systemd/boot/efi/systemd-bootx64.efi")
+ESP_BYTES = 64 * MiB  # FAT16; the kernel and the initramfs take about a quarter
+ESP_LABEL = "INGOT-ESP"
+DEMO_CMDLINE = f"root=LABEL={DEMO_LABEL} ro console=tty0 console=ttyS0,115200 quiet"
 EXTLINUX_CONF = f"""SERIAL 0 115200
 DEFAULT ingot
 PROMPT 0
@@ -180,8 +188,13 @@ TIMEOUT 0
 LABEL ingot
   LINUX /boot/vmlinuz
   INITRD /boot/initrd.img
-  APPEND root=LABEL={DEMO_LABEL} ro console=tty0 console=ttyS0,115200 quiet
+  APPEND {DEMO_CMDLINE}
 """
+# systemd-boot on the ESP: no menu, straight into the one entry.
+ESP_FILES = {
+    "loader/loader.conf": "default ingot.conf\ntimeout 0\nconsole-mode keep\n",
+    "loader/entries/ingot.conf": f"title Ingot demo\nlinux /vmlinuz\ninitrd /initrd.img\noptions {DEMO_CMDLINE}\n",
+}
 
 DEMO_INIT = r"""#!/bin/busybox sh
 # Ingot demo image initramfs: load the disk and NIC drivers, mount root= read-only, switch_root.
@@ -445,24 +458,55 @@ def _install_extlinux(raw: Path, mnt: Path) -> None:
         raise BuildError(f"loop devices still attached to {raw}: {_loops_of(raw)}")
 
 
+def _make_esp(rootfs: Path, esp: Path, key: str) -> None:
+    """The EFI system partition as a file: FAT, systemd-boot as the removable-media loader, its
+    loader entry, and the kernel and initramfs that extlinux boots from /boot. Built with mtools,
+    so nothing is mounted."""
+    esp.unlink(missing_ok=True)
+    run(["mkfs.fat", "-C", "-n", ESP_LABEL, "-i", key[:8], str(esp), str(ESP_BYTES // 1024)], timeout=60)
+    image = str(esp)
+    for directory in ("::/EFI", "::/EFI/BOOT", "::/loader", "::/loader/entries"):
+        run(["mmd", "-i", image, directory], timeout=30)
+    staged = esp.parent / "esp-files"
+    staged.mkdir()
+    try:
+        for rel, content in ESP_FILES.items():
+            (staged / Path(rel).name).write_text(content)
+            run(["mcopy", "-i", image, str(staged / Path(rel).name), f"::/{rel}"], timeout=30)
+    finally:
+        remove_tree(staged)
+    for source, target in ((SYSTEMD_BOOT, "EFI/BOOT/BOOTX64.EFI"), (rootfs / "boot" / "vmlinuz", "vmlinuz"),
+                           (rootfs / "boot" / "initrd.img", "initrd.img")):
+        run(["mcopy", "-i", image, str(source), f"::/{target}"], timeout=60)
+
+
 def _make_disk(rootfs: Path, raw: Path, key: str, mnt: Path) -> int:
-    """A partitioned raw disk holding ``rootfs`` as its bootable ext4 partition; returns the
-    file system size in bytes."""
+    """A partitioned raw disk: ``rootfs`` as the active ext4 partition 1 (BIOS: MBR code, then
+    extlinux), and after it the EFI system partition 2 (UEFI); returns the ext4 size in bytes."""
     fs_mib = int(tree_size(rootfs) * 1.3 / MiB) + 64
     fs_bytes = fs_mib * MiB
     raw.unlink(missing_ok=True)  # truncate would keep old data and signatures
     with open(raw, "wb") as f:
-        f.truncate(PARTITION_START + fs_bytes)
-    run(["sfdisk", "-q", "-X", "dos", str(raw)], stdin=f"start={PARTITION_START // 512}, type=83, bootable\n".encode(),
-        timeout=60)
+        f.truncate(PARTITION_START + fs_bytes + ESP_BYTES)
+    layout = (f"start={PARTITION_START // 512}, size={fs_bytes // 512}, type=83, bootable\n"
+              f"start={(PARTITION_START + fs_bytes) // 512}, size={ESP_BYTES // 512}, type=ef\n")
+    run(["sfdisk", "-q", "-X", "dos", str(raw)], stdin=layout.encode(), timeout=60)
     # -b 4096: extlinux cannot load files from 1 KiB-block ext4, mke2fs's choice below 512 MB.
     # -d fills it from the tree without mounting; the UUID follows the content key.
     run(["mkfs.ext4", "-q", "-F", "-b", "4096", "-L", DEMO_LABEL, "-U", str(uuid.UUID(key.ljust(32, "0")[:32])),
          "-E", f"offset={PARTITION_START}", "-d", str(rootfs), str(raw), f"{fs_bytes // 1024}k"],
         clean_env=True, timeout=600)
     _install_extlinux(raw, mnt)
-    with open(raw, "r+b") as f:
-        f.write(MBR.read_bytes()[:440])  # boot code only; the partition table stays
+    esp = raw.with_name("esp.img")
+    try:
+        _make_esp(rootfs, esp, key)
+        with open(raw, "r+b") as f, open(esp, "rb") as part:
+            f.write(MBR.read_bytes()[:440])  # boot code only; the partition table stays
+            f.seek(PARTITION_START + fs_bytes)
+            while chunk := part.read(MiB):
+                f.write(chunk)
+    finally:
+        esp.unlink(missing_ok=True)
     return fs_bytes
 
 
@@ -474,6 +518,8 @@ def build_demo_disk(cache_dir: Path, *, log: Callable[[str], None] = print) -> D
     started = time.monotonic()
     if not MBR.is_file():
         raise BuildError(f"{MBR} is missing (Debian package syslinux-common)")
+    if not SYSTEMD_BOOT.is_file():
+        raise BuildError(f"{SYSTEMD_BOOT} is missing (Debian package systemd-boot-efi)")
     kernel = fetch_kernel(cache_dir)
     compression = "zstd" if kernel.builtin("CONFIG_RD_ZSTD") else "gzip"
     codename = host_codename()
@@ -484,6 +530,7 @@ def build_demo_disk(cache_dir: Path, *, log: Callable[[str], None] = print) -> D
         "kernel": [kernel.package, kernel.version], "apt_indexes": index_digest(codename),
         "versions": candidate_versions(DEMO_PACKAGES),
         "busybox": {k: sha256_file(v) for k, v in sorted(busybox_files().items())}, "mbr": sha256_file(MBR),
+        "esp": {"files": ESP_FILES, "bytes": ESP_BYTES, "systemd_boot": sha256_file(SYSTEMD_BOOT)},
     }
     key = content_key(inputs)
 
@@ -506,8 +553,8 @@ def build_demo_disk(cache_dir: Path, *, log: Callable[[str], None] = print) -> D
         finally:
             raw.unlink(missing_ok=True)
             remove_tree(rootfs)
-        sizes = {"qcow2": qcow2.stat().st_size, "virtual": PARTITION_START + fs_bytes, "raw_allocated": raw_allocated,
-                 "rootfs": rootfs_bytes}
+        sizes = {"qcow2": qcow2.stat().st_size, "virtual": PARTITION_START + fs_bytes + ESP_BYTES,
+                 "raw_allocated": raw_allocated, "rootfs": rootfs_bytes}
         details = {"kernel": f"{kernel.package} {kernel.version}", "label": DEMO_LABEL, "hostname": DEMO_HOSTNAME,
                    "bootstrap_s": f"{t_bootstrap:.1f}", "disk_s": f"{t_disk:.1f}", "convert_s": f"{t_convert:.1f}",
                    "initrd_compression": compression}

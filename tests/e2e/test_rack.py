@@ -4,10 +4,10 @@ gives each a one-time PXE boot and powers it on over IPMI, it PXE-boots through 
 TFTP (the UEFI server's own PXE client fetches the iPXE loader) and HTTP into the deploy ramdisk,
 its agent looks itself up by its MACs and reports the inventory, which must match the VM (CPUs,
 memory, disk size and serial, MACs, SMBIOS serial and UUID); then Ingot powers it off and it is
-available. Then HPE's SDK (hpeoneview 8.0.0, unchanged) creates a server profile for each BIOS
-server with the demo golden image (it boots with extlinux from an MBR: not yet from UEFI
-firmware), a build plan that writes the hostname and a static address, and values that differ per
-server: Ingot clones, personalizes and exports a volume per server, the agent writes it to the
+available. Then HPE's SDK (hpeoneview 8.0.0, unchanged) creates a server profile for a BIOS and
+the UEFI server with the demo golden image (extlinux from the MBR, or systemd-boot from its EFI
+system partition), a build plan that writes the hostname and a static address, and values that
+differ per server: Ingot clones, personalizes and exports a volume per server, the agent writes it to the
 server's disk, and the server reboots from its own disk, whose first-boot report on the serial
 console carries exactly the personalized values; the profiles have their osVolumeUri.
 Then ``ingot lab down`` must leave no namespace, interface, process or file behind.
@@ -194,10 +194,12 @@ def test_sdk_profiles_deploy_personalized_servers_that_boot_from_their_own_disks
         osdp = deployment_plan(api, disk.path)
         servers = {m["mpHostInfo"]["mpHostName"]: m for m in api.get("/rest/server-hardware").json()["members"]}
     network = ipaddress.IPv4Network(lab["provisioning_network"])
+    # One server of each firmware: the same image boots through extlinux on one and through its
+    # EFI system partition on the other.
+    chosen = [next(vm for vm in lab["servers"] if vm["firmware"] == firmware) for firmware in ("bios", "uefi")]
     wanted = {vm["name"]: {"hostname": f"deployed-{vm['name']}", "address": str(network.network_address + 240 + i),
                            "server": servers[vm["bmc"]["address"]], "serial_log": Path(vm["serial_log"])}
-              for i, vm in enumerate(lab["servers"]) if vm["firmware"] == "bios"}
-    assert len(wanted) == 2
+              for i, vm in enumerate(chosen)}
     ov = OneViewClient({"ip": lab["url"].removeprefix("https://"),
                         "credentials": {"userName": lab["admin"]["user"], "password": lab["admin"]["password"]},
                         "api_version": 4600})

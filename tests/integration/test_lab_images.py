@@ -4,9 +4,10 @@
   the address it got from QEMU's user-mode DHCP (``restrict=on``: the guest reaches nothing
   outside), the boot NIC's MAC and the masked token from the kernel command line.
 * Building it again is a cache hit: the same files, not rebuilt.
-* The demo disk boots from itself (SeaBIOS -> extlinux -> its busybox initramfs -> systemd) and
-  its first-boot unit prints ``INGOT-DEMO booted``. The disk is opened with ``snapshot=on`` so the
-  cached image stays as built.
+* The demo disk boots from itself on both firmwares (SeaBIOS -> MBR -> extlinux, and OVMF ->
+  the EFI system partition's removable-media loader, systemd-boot; then its busybox initramfs ->
+  systemd) and its first-boot unit prints ``INGOT-DEMO booted``. The disk is opened with
+  ``snapshot=on`` so the cached image stays as built.
 
 Builds are cached under test-artifacts/cache/lab-images (first build: about 50 s for the ramdisk
 and 30 s for the disk on 2 cores; a cache hit costs about 2.5 s for the key). Serial logs and the measured boot
@@ -19,6 +20,7 @@ import ipaddress
 import json
 import re
 import secrets
+import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -27,6 +29,7 @@ from pathlib import Path
 import pytest
 
 from lab.images import AGENT_STARTED, DEMO_BOOTED, DemoDisk, Ramdisk, build_demo_disk, build_ramdisk
+from lab.qemu import OVMF_CODE, OVMF_VARS
 from tests.support.qemu import stop_vm, wait_for
 
 pytestmark = pytest.mark.slow
@@ -122,15 +125,24 @@ def test_building_the_ramdisk_again_is_a_cache_hit(ramdisk: Ramdisk, image_cache
     assert "python3-minimal" in again.info.packages and "busybox" in again.info.packages
 
 
-def test_demo_disk_boots_from_itself(demo_disk: DemoDisk, log_dir: Path, vms: list[subprocess.Popen[bytes]]) -> None:
+@pytest.mark.parametrize("firmware", ["bios", "uefi"])
+def test_demo_disk_boots_from_itself(demo_disk: DemoDisk, log_dir: Path, vms: list[subprocess.Popen[bytes]],
+                                     firmware: str, tmp_path: Path) -> None:
     assert demo_disk.path.suffix == ".qcow2"
-    serial = log_dir / "demo-disk-serial.log"
+    serial = log_dir / f"demo-disk-{firmware}-serial.log"
+    if firmware == "uefi":
+        variables = tmp_path / "vars.fd"
+        shutil.copyfile(OVMF_VARS, variables)  # a fresh NVRAM: OVMF finds the ESP's loader by itself
+        machine = ["-machine", "q35", "-drive", f"if=pflash,format=raw,readonly=on,file={OVMF_CODE}",
+                   "-drive", f"if=pflash,format=raw,file={variables}"]
+    else:
+        machine = ["-boot", "c"]
     started = time.monotonic()
-    # romfile= : no iPXE option ROM on the NIC, so SeaBIOS goes straight to the disk.
-    vms.append(start_qemu(serial, "-drive", f"file={demo_disk.path},format=qcow2,if=virtio,snapshot=on",
-                          "-boot", "c", "-device", f"virtio-net-pci,netdev=n0,mac={MAC},romfile="))
+    # romfile= : no option ROM on the NIC, so the firmware goes straight to the disk.
+    vms.append(start_qemu(serial, *machine, "-drive", f"file={demo_disk.path},format=qcow2,if=virtio,snapshot=on",
+                          "-device", f"virtio-net-pci,netdev=n0,mac={MAC},romfile="))
     line = wait_for(serial, re.escape(DEMO_BOOTED) + " hostname=", BOOT_TIMEOUT_S, proc=vms[0])
-    record(log_dir, "demo_disk_boot_to_marker_s", time.monotonic() - started)
+    record(log_dir, f"demo_disk_{firmware}_boot_to_marker_s", time.monotonic() - started)
 
     found = re.search(r"hostname=(\S+) addresses=(\S+) machine_id=([0-9a-f]{32}) ", line)
     assert found, line  # the image left /etc/machine-id empty: systemd made this machine its own
