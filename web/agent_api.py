@@ -18,8 +18,9 @@ from fastapi.responses import FileResponse
 
 from appliance.context import AppContext
 from appliance.db.session import unit_of_work
-from appliance.errors import InvalidInput, NotFound
+from appliance.errors import InvalidInput, NotFound, PayloadTooLarge
 from appliance.services.agents import AgentService, Lookup
+from appliance.services.disk_uploads import MAX_RANGE_BYTES, ContentRange, DiskUpload
 from appliance.services.server_profiles import ServerProfileService
 
 T = TypeVar("T")
@@ -130,6 +131,32 @@ def agent_router(ctx: AppContext) -> APIRouter:
         if "range" not in request.headers:  # resumed reads would flood the boot log
             event(request, "AGENT", f"image {exported.size} bytes", mac)
         return FileResponse(exported.path, media_type="application/octet-stream")
+
+    @router.get("/nodes/{node}/disk/{command_id}")
+    async def disk_status(node: str, command_id: str,
+                          token: str | None = Header(None, alias=TOKEN_HEADER)) -> dict[str, Any]:
+        """How much of a ``read_disk`` upload has arrived: the agent resumes from ``committed``."""
+
+        def work(agents: AgentService) -> dict[str, Any]:
+            agents.uploading(agents.authenticate(node, token), command_id)
+            return DiskUpload(ctx.images.incoming_dir, command_id).status().public()
+
+        return await transaction(work)
+
+    @router.put("/nodes/{node}/disk/{command_id}")
+    async def disk_range(node: str, command_id: str, request: Request,
+                         token: str | None = Header(None, alias=TOKEN_HEADER)) -> dict[str, Any]:
+        """One range of the disk a ``read_disk`` command streams back (Content-Range), or its end."""
+        where = ContentRange.parse(request.headers.get("content-range"), ctx.settings.images.max_virtual_size)
+        await transaction(lambda agents: agents.uploading(agents.authenticate(node, token), command_id))
+        body = bytearray()
+        async for chunk in request.stream():  # a cut connection raises here: nothing is written
+            body += chunk
+            if len(body) > MAX_RANGE_BYTES:
+                raise PayloadTooLarge(limit=MAX_RANGE_BYTES)
+        upload = DiskUpload(ctx.images.incoming_dir, command_id)
+        status = await asyncio.to_thread(upload.receive, where, bytes(body))
+        return status.public()
 
     @router.post("/nodes/{node}/commands/{command_id}")
     async def report(node: str, command_id: str, request: Request,

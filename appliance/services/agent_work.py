@@ -77,7 +77,14 @@ class AgentWork:
 
         :raises AgentWorkFailed: the agent reported a failure (its message), or the wait ended.
         """
-        command_id = await asyncio.to_thread(self._queue, name, params)
+        return await self.follow(phase, name, await self.queue(name, params), entered)
+
+    async def queue(self, name: str, params: dict[str, Any]) -> str:
+        """Queue ``name`` for the agent (handed out by its next heartbeat); returns the command's id."""
+        return await asyncio.to_thread(self._queue, name, params)
+
+    async def follow(self, phase: PhaseReporter, name: str, command_id: str, entered: datetime) -> dict[str, Any]:
+        """Follow a queued command to its end (see :meth:`run_command`)."""
         shown: tuple[int, str | None] = (-1, None)
         while True:
             await self._guard(entered, command_id)

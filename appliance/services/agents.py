@@ -22,7 +22,7 @@ from appliance.errors import AgentLookupMismatch, AgentTokenInvalid, Conflict, I
 from appliance.models import AgentCommand, AgentSession, ServerHardware
 from appliance.services.netboot import NetbootService, hash_token, parse_mac
 
-COMMANDS = ("inventory", "write_image", "erase", "reboot", "poweroff")
+COMMANDS = ("inventory", "write_image", "read_disk", "erase", "reboot", "poweroff")
 ENDED = ("succeeded", "failed")
 REPORTED_STATES = ("running", *ENDED)
 MAX_MACS = 64
@@ -120,6 +120,19 @@ class AgentService:
         else:
             self._end(command, state, result=result, error=(error or "The agent reported a failure.")[:MAX_MESSAGE]
                       if state == "failed" else None)
+        return command
+
+    def uploading(self, session: AgentSession, command_id: str) -> AgentCommand:
+        """The node's ``read_disk`` command that a disk upload belongs to.
+
+        :raises NotFound: no such command of this node's, or not a ``read_disk``.
+        :raises Conflict: the command has ended: the appliance no longer wants the disk.
+        """
+        command = self.db.get(AgentCommand, command_id)
+        if command is None or command.server_hardware_id != session.server_hardware_id or command.name != "read_disk":
+            raise NotFound(kind="read_disk command", ident=command_id)
+        if command.state in ENDED:
+            raise Conflict(reason=f"command {command.name} has ended ({command.state}).")
         return command
 
     # --- calls from the appliance's work flows ---------------------------------------------------

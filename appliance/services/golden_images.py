@@ -278,7 +278,7 @@ class _ImageTask(TaskHandler):
     """What import and capture share: a store call in a worker thread with its percent reported,
     the new row (with its log kept in the store), and the clean-up when the row cannot be made."""
 
-    async def _watch(self, ctx: TaskContext, work: Callable[[Progress], StoredImage], start: int, end: int,
+    async def watch_store(self, ctx: TaskContext, work: Callable[[Progress], StoredImage], start: int, end: int,
                      doing: str) -> StoredImage:
         """``work`` with its percent reported; the store's refusals and failures as domain errors.
         If the task is cancelled (shutdown), the worker thread runs to the end of its qemu-img and
@@ -291,7 +291,7 @@ class _ImageTask(TaskHandler):
         except qemu_img.QemuImgError as exc:
             raise ImageToolFailed(reason=str(exc)) from exc
 
-    async def _record(self, ctx: TaskContext, stored: StoredImage, log: list[str], **fields: Any) -> str:
+    async def record_image(self, ctx: TaskContext, stored: StoredImage, log: list[str], **fields: Any) -> str:
         name = str(ctx.args["name"])
         try:
             image_id = await ctx.run_sync(lambda: record_golden_image(
@@ -330,12 +330,12 @@ class GoldenImageImportTask(_ImageTask):
                 raise InvalidImage(reason=exc.reason) from exc
             await ctx.progress(1, f"Checking {filename or 'the upload'}.")
             limit = self.app.settings.images.max_virtual_size
-            stored = await self._watch(ctx, lambda progress: store.ingest(
+            stored = await self.watch_store(ctx, lambda progress: store.ingest(
                 upload, claimed=claim, on_progress=progress, max_bundle_bytes=limit), 2, 95, "Converting to qcow2")
         finally:
             await ctx.run_sync(lambda: upload.unlink(missing_ok=True))
         log.append(f"{self._stamp()} probed as {stored.source_format}, converted to qcow2")
-        await self._record(ctx, stored, log, original_filename=filename)
+        await self.record_image(ctx, stored, log, original_filename=filename)
         await ctx.progress(100, f"Golden image {name} added ({stored.size} bytes, sha256 {stored.sha256[:12]}...).")
         return Outcome(status=f"Golden image {name} added.")
 
@@ -382,11 +382,11 @@ class GoldenImageFetchTask(_ImageTask):
                 claim = claimed_format(filename)
             except assess.ImageRefused as exc:
                 raise InvalidImage(reason=exc.reason) from exc
-            stored = await self._watch(ctx, lambda progress: store.ingest(
+            stored = await self.watch_store(ctx, lambda progress: store.ingest(
                 source, claimed=claim, on_progress=progress, max_bundle_bytes=settings.max_virtual_size),
                 41, 95, "Converting to qcow2")
         log.append(f"{self._stamp()} probed as {stored.source_format}, converted to qcow2")
-        await self._record(ctx, stored, log, original_filename=filename)
+        await self.record_image(ctx, stored, log, original_filename=filename)
         await ctx.progress(100, f"Golden image {name} imported from {origin} ({stored.size} bytes).")
         return Outcome(status=f"Golden image {name} imported.")
 
@@ -401,22 +401,31 @@ class GoldenImageCaptureTask(_ImageTask):
             return resolve_build_plan(db, self.app.secrets, capture_plan(db, uri))
 
     async def run(self, ctx: TaskContext) -> Outcome:
-        store = self.app.images
         name, volume_id = str(ctx.args["name"]), str(ctx.args["osVolumeId"])
         plan = ctx.args.get("buildPlanUri") or None
-        compress = bool(ctx.args.get("compress"))
-
         source = await ctx.run_sync(volume_name, self.app.session_factory, volume_id)
         log = [f"{self._stamp()} capture of OS volume {source} ({volume_id}) by {ctx.owner} (task {ctx.task_id})"]
+        stored = await self.generalize_and_store(ctx, self.app.images.volume_path(volume_id), f"OS volume {source}",
+                                                 plan, bool(ctx.args.get("compress")), log, 1, 95)
+        await self.record_image(ctx, stored, log, image_capture=True, os_volume_uri=f"/rest/os-volumes/{volume_id}",
+                           build_plan_uri=plan)
+        await ctx.progress(100, f"Golden image {name} captured ({stored.size} bytes).")
+        return Outcome(status=f"Golden image {name} captured from {source}.")
+
+    async def generalize_and_store(self, ctx: TaskContext, volume: Path, source: str, plan: str | None,
+                                   compress: bool, log: list[str], start: int, end: int) -> StoredImage:
+        """The qcow2 ``volume`` (left as it is) through the capture build plan ``plan``, flattened
+        into the image store; the task's percent goes from ``start`` to ``end``."""
+        store = self.app.images
         resolved = await ctx.run_sync(self._plan, plan) if plan else None
-        volume = store.volume_path(volume_id)
         doing = "Flattening" + (" and compressing" if compress else "")
+        middle = start + (end - start) // 3
         if resolved is None or not resolved.steps:
             log.append(f"{self._stamp()} capture build plan: {resolved.name if resolved else 'none'}; no plan steps, "
                        "so the volume is captured as it is")
-            await ctx.progress(1, f"Capturing OS volume {source}.")
-            stored = await self._watch(ctx, lambda progress: store.capture(
-                volume, compress=compress, on_progress=progress), 2, 95, doing)
+            await ctx.progress(start, f"Capturing {source}.")
+            stored = await self.watch_store(ctx, lambda progress: store.capture(
+                volume, compress=compress, on_progress=progress), start + 1, end, doing)
         else:
             log.append(f"{self._stamp()} capture build plan {resolved.name}: {len(resolved.steps)} scripts, run on a "
                        "temporary overlay of the volume")
@@ -427,26 +436,24 @@ class GoldenImageCaptureTask(_ImageTask):
                 overlay = work / "capture-overlay.qcow2"
                 size = int((await ctx.run_sync(qemu_img.info, volume, "qcow2"))["virtual-size"])
                 await ctx.run_sync(qemu_img.create_overlay, str(volume.resolve()), overlay, size)
-                await ctx.progress(2, f"Running capture build plan {resolved.name} ({len(resolved.steps)} scripts) "
-                                      f"on a copy-on-write overlay of {source}: launching the guestfish appliance "
-                                      f"first (about {LAUNCH_ESTIMATE_S} s under TCG).")
+                await ctx.progress(start + 1, f"Running capture build plan {resolved.name} ({len(resolved.steps)} "
+                                              f"scripts) on a copy-on-write overlay of {source}: launching the "
+                                              f"guestfish appliance first (about {LAUNCH_ESTIMATE_S} s under TCG).")
                 settings = self.app.settings
                 try:
                     run = await ctx.run_with_progress(lambda report: run_plan(
                         overlay, resolved.steps, work_dir=settings.home / "guestfish", secrets=resolved.secrets,
                         allow_shell=settings.images.plan_shell_escapes, timeout=settings.images.plan_timeout_s,
-                        on_progress=report), 2, 30, f"Running capture build plan {resolved.name}", PROGRESS_INTERVAL_S)
+                        on_progress=report), start + 1, middle, f"Running capture build plan {resolved.name}",
+                        PROGRESS_INTERVAL_S)
                 except PlanFailed as failed:
                     raise plan_failed(resolved.name, failed) from None
                 log.extend(run.log.rstrip("\n").splitlines())
-                await ctx.progress(30, f"Capture build plan {resolved.name} done in {run.seconds:.1f} s.")
-                stored = await self._watch(ctx, lambda progress: store.capture(
-                    overlay, compress=compress, on_progress=progress), 30, 95, doing)
+                await ctx.progress(middle, f"Capture build plan {resolved.name} done in {run.seconds:.1f} s.")
+                stored = await self.watch_store(ctx, lambda progress: store.capture(
+                    overlay, compress=compress, on_progress=progress), middle, end, doing)
         log.append(f"{self._stamp()} flattened{' and compressed' if compress else ''} into qcow2")
-        await self._record(ctx, stored, log, image_capture=True, os_volume_uri=f"/rest/os-volumes/{volume_id}",
-                           build_plan_uri=plan)
-        await ctx.progress(100, f"Golden image {name} captured ({stored.size} bytes).")
-        return Outcome(status=f"Golden image {name} captured from {source}.")
+        return stored
 
 
 class GoldenImageVerifyTask(TaskHandler):

@@ -25,6 +25,7 @@ from appliance.context import AppContext
 from appliance.drivers.power import fake
 from appliance.drivers.types import BmcTarget
 from appliance.services.golden_images import record_golden_image
+from golden_images import qemu_img
 from tests.support.agent_play import PlayedAgent, stub_ramdisk
 from tests.support.runner import BackgroundRunner, wait_task
 from web.boot import create_boot_app
@@ -266,3 +267,94 @@ def test_refused_profiles(api: TestClient, admin_headers: dict[str, str], boot: 
     assert r.status_code == 409 and r.json()["errorCode"] == "INVALID_PROVISION_STATE"
     assert api.get("/rest/server-profiles", headers=admin_headers).json()["total"] == 0
     assert api.get(server["uri"], headers=admin_headers).json()["provisionState"] == "manageable"
+
+
+def deployed(api: TestClient, headers: dict[str, str], boot: TestClient, lab: dict[str, Any],
+             server: dict[str, Any], hostname: str) -> None:
+    r = api.post("/rest/server-profiles", headers=headers, json=profile_body(lab, server, hostname, f"sp-{hostname}"))
+    wait_state(api, headers, server["uri"], "deploy-wait")
+    deploy_as_agent(boot, server)
+    assert wait_task(api, headers, r.json()["uri"])["taskState"] == "Completed"
+
+
+def capture(api: TestClient, headers: dict[str, str], server: dict[str, Any], name: str) -> Any:
+    return api.post("/rest/golden-images", headers=headers, json={
+        "type": "GoldenImage", "name": name, "imageCapture": True, "serverHardwareUri": server["uri"]})
+
+
+def test_capture_streams_a_running_servers_disk_into_a_golden_image(
+        api: TestClient, admin_headers: dict[str, str], ctx: AppContext, boot: TestClient, lab: dict[str, Any],
+        tmp_path: Path) -> None:
+    server = lab["servers"][0]
+    deployed(api, admin_headers, boot, lab, server, "node05")
+    r = capture(api, admin_headers, server, "captured-node05")
+    assert r.status_code == 202, r.text
+    assert api.get(server["uri"], headers=admin_headers).json()["provisionState"] in ("capturing", "capture-wait")
+    wait_state(api, admin_headers, server["uri"], "capture-wait")
+    written = bytearray(DISK)  # what the server's disk holds now: the deployed image and a file written since
+    written[(2 << 20):(2 << 20) + 16] = b"written-on-node5"
+    PlayedAgent(boot, server["macAddresses"][0].lower()).read_disk(bytes(written), cut=True)
+    task = wait_task(api, admin_headers, r.json()["uri"])
+    assert task["taskState"] == "Completed", task["taskErrors"]
+    assert [(c["name"], c["taskState"]) for c in task["childTasks"]] == [
+        (name, "Completed") for name in ("Boot the deploy agent", "Read the disk", "Boot the operating system")]
+    back = api.get(server["uri"], headers=admin_headers).json()
+    assert back["provisionState"] == "deployed" and back["powerState"] == "On"
+    assert bmc(back["mpHostInfo"]["mpHostName"]).commands[-2:] == ["boot disk", "power cycle"]
+    image = api.get(task["associatedResource"]["resourceUri"], headers=admin_headers).json()
+    assert image["name"] == "captured-node05" and image["imageCapture"] is True
+    raw = tmp_path / "captured.raw"
+    qemu_img.convert(ctx.images.golden_path(image["checkSum"]), raw, src_format="qcow2", dst_format="raw")
+    assert raw.read_bytes() == bytes(written)
+    log = api.get(f"/rest/golden-images/archive/{image['id']}", headers=admin_headers).text
+    assert "capture of the disk of server" in log and f"sha256 {hashlib.sha256(written).hexdigest()}" in log
+    assert not [p.name for p in ctx.images.incoming_dir.iterdir() if p.name.startswith("capture-")]
+
+
+def test_a_capture_whose_disk_arrives_damaged_fails_and_boots_the_server_back(
+        api: TestClient, admin_headers: dict[str, str], ctx: AppContext, boot: TestClient,
+        lab: dict[str, Any]) -> None:
+    server = lab["servers"][1]
+    deployed(api, admin_headers, boot, lab, server, "node06")
+    r = capture(api, admin_headers, server, "captured-node06")
+    wait_state(api, admin_headers, server["uri"], "capture-wait")
+    agent = PlayedAgent(boot, server["macAddresses"][0].lower())
+    command = agent.read_disk(DISK, corrupt=True)
+    task = wait_task(api, admin_headers, r.json()["uri"])
+    assert task["taskState"] == "Error" and "the disk arrived with SHA-256" in task["taskErrors"][0]["message"]
+    failed = api.get(server["uri"], headers=admin_headers).json()
+    assert failed["provisionState"] == "capture-failed" and "SHA-256" in failed["lastError"]
+    assert bmc(failed["mpHostInfo"]["mpHostName"]).commands[-2:] == ["boot disk", "power cycle"]
+    alerts = api.get("/rest/alerts", headers=admin_headers).json()["members"]
+    assert any(a["associatedResource"]["resourceUri"] == server["uri"] and a["alertState"] == "Active" for a in alerts)
+    assert api.get("/rest/golden-images", headers=admin_headers).json()["total"] == 1  # the deployed one only
+    assert not [p.name for p in ctx.images.incoming_dir.iterdir() if p.name.startswith("capture-")]
+    # The command has ended: the appliance takes no more of its disk.
+    late = boot.put(f"/agent/v1/nodes/{agent.node}/disk/{command['id']}", content=b"x",
+                    headers={**agent.headers, "Content-Range": "bytes 0-0/1"})
+    assert late.status_code == 409, late.text
+
+
+def test_refused_captures_and_disk_uploads(api: TestClient, admin_headers: dict[str, str], boot: TestClient,
+                                          lab: dict[str, Any]) -> None:
+    server = lab["servers"][0]  # available: nothing deployed to capture
+    r = capture(api, admin_headers, server, "nothing")
+    assert r.status_code == 409 and r.json()["errorCode"] == "INVALID_PROVISION_STATE", r.text
+    r = api.post("/rest/golden-images", headers=admin_headers, json={
+        "name": "both", "imageCapture": True, "serverHardwareUri": server["uri"], "osVolumeURI": "/rest/os-volumes/x"})
+    assert r.status_code == 400 and "not both" in r.text
+    r = capture(api, admin_headers, {"uri": "/rest/server-hardware/nope"}, "nowhere")
+    assert r.status_code == 404, r.text
+    agent = PlayedAgent(boot, server["macAddresses"][0].lower())
+    url = f"/agent/v1/nodes/{agent.node}/disk/00000000-0000-0000-0000-000000000000"
+    for headers, status in [
+        ({"Content-Range": "bytes 0-0/1"}, 404),  # no such read_disk command
+        ({"Content-Range": "bytes 5-1/10"}, 400),
+        ({"Content-Range": "0-1/10"}, 400),
+        ({"Content-Range": f"bytes 0-0/{1 << 60}"}, 413),
+    ]:
+        r = boot.put(url, content=b"x", headers={**agent.headers, **headers})
+        assert r.status_code == status, (headers, r.text)
+    r = boot.put(url, content=b"x", headers={"X-Ingot-Agent-Token": "forged", "Content-Range": "bytes 0-0/1"})
+    assert r.status_code == 401, r.text
+    assert boot.get("/agent/v1/nodes/x/disk/../../etc", headers=agent.headers).status_code == 404

@@ -9,6 +9,7 @@ tests/integration/test_deploy_agent.py (against a live appliance) and tests/e2e 
 
 from __future__ import annotations
 
+import hashlib
 import re
 import time
 from pathlib import Path
@@ -25,6 +26,8 @@ class BootClient(Protocol):
     def get(self, url: str, **kwargs: Any) -> Any: ...
 
     def post(self, url: str, **kwargs: Any) -> Any: ...
+
+    def put(self, url: str, **kwargs: Any) -> Any: ...
 
 
 def stub_ramdisk(home: Path) -> None:
@@ -91,6 +94,43 @@ class PlayedAgent:
             self.report(command, state="succeeded", result={"device": "/dev/sda", "bytes": len(image),
                                                              "sha256": command["params"]["sha256"]})
         return {**command, "image": image}
+
+    def read_disk(self, disk: bytes, *, chunk: int = 1 << 20, cut: bool = False,
+                  corrupt: bool = False) -> dict[str, Any]:
+        """Take the read_disk command and send ``disk`` back as the agent does: chunk by chunk,
+        all-zero chunks left out, then the end. With ``cut``, the second chunk sent first arrives
+        short (a dropped connection): the upload's status says where to go on from. With
+        ``corrupt``, the SHA-256 reported is not the disk's."""
+        command = self.next_command()
+        assert command["name"] == "read_disk", command
+        url = f"/agent/v1/nodes/{self.node}/disk/{command['id']}"
+        total = len(disk)
+        sent = 0
+        offset = 0
+        while offset < total:
+            piece = disk[offset:offset + chunk]
+            if piece.count(0) != len(piece):
+                if cut and sent == 1:
+                    cut = False
+                    short = self.boot.put(url, content=piece[:100], headers={
+                        **self.headers, "Content-Range": f"bytes {offset}-{offset + len(piece) - 1}/{total}"})
+                    assert short.status_code == 400, short.text
+                    status = self.boot.get(url, headers=self.headers).json()
+                    assert status["total"] == total and 0 < status["committed"] <= offset, status
+                    offset = status["committed"]
+                    continue
+                r = self.boot.put(url, content=piece, headers={
+                    **self.headers, "Content-Range": f"bytes {offset}-{offset + len(piece) - 1}/{total}"})
+                assert r.status_code == 200, r.text
+                assert r.json()["committed"] == offset + len(piece)
+                sent += 1
+            offset += len(piece)
+        done = self.boot.put(url, content=b"", headers={**self.headers, "Content-Range": f"bytes */{total}"})
+        assert done.status_code == 200 and done.json() == {"committed": total, "total": total, "complete": True}
+        digest = hashlib.sha256(disk if not corrupt else disk + b"x").hexdigest()
+        self.report(command, state="succeeded", result={"device": "/dev/sda", "bytes": total, "sha256": digest,
+                                                         "sent": sent * chunk, "layout": "mbr"})
+        return command
 
     def run(self, name: str, result: dict[str, Any] | None = None) -> dict[str, Any]:
         """Take the next command, which must be ``name``, and report it succeeded with ``result``."""

@@ -14,6 +14,7 @@ from appliance.context import AppContext
 from appliance.db.session import unit_of_work
 from appliance.errors import InvalidInput, StoreFull
 from appliance.services.golden_images import CATEGORY, GoldenImageService
+from appliance.services.server_capture import start_server_capture
 from appliance.services.tasks import TaskService
 from web.collection import QueryDep, envelope
 from web.deps import AppDep, DbDep, Operator, ReadOnly
@@ -86,8 +87,11 @@ async def _create_from_json(request: Request, ctx: AppContext, owner: str) -> Re
     imports = body.source_url is not None or body.source_path is not None
     if body.capture() == imports:
         raise InvalidInput(reason="POST /rest/golden-images adds an image by one of: a multipart/form-data upload "
-                                  "(part 'file'), capture (imageCapture true, with osVolumeURI), or import "
-                                  "(sourceUrl or sourcePath)")
+                                  "(part 'file'), capture (imageCapture true, with osVolumeURI or "
+                                  "serverHardwareUri), or import (sourceUrl or sourcePath)")
+    if body.os_volume_uri and body.server_hardware_uri:
+        raise InvalidInput(reason="capture from an OS volume (osVolumeURI) or from a server (serverHardwareUri), "
+                                  "not both")
 
     def start() -> Response:
         with unit_of_work(ctx.session_factory) as db:
@@ -97,6 +101,9 @@ async def _create_from_json(request: Request, ctx: AppContext, owner: str) -> Re
                 task = service.start_fetch(body.name, body.description or "", url=body.source_url,
                                            path=body.source_path, sha256=body.source_checksum,
                                            import_dirs=ctx.settings.images.import_dirs, owner=owner)
+            elif body.server_hardware_uri:
+                task = start_server_capture(db, ctx.clock, tasks, service, body.name, body.description or "",
+                                            body.server_hardware_id(), body.build_plan_uri, body.compress, owner)
             else:
                 task = service.start_capture(body.name, body.description or "", body.os_volume_id(),
                                              body.build_plan_uri, body.compress, owner)

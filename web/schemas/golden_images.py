@@ -29,6 +29,8 @@ class GoldenImageCreate(Strict):
     description: str | None = Field(default=None, max_length=4096)
     image_capture: bool | str = Field(default=False, alias="imageCapture")
     os_volume_uri: str = Field(default="", alias="osVolumeURI", max_length=255)
+    server_hardware_uri: str = Field(default="", alias="serverHardwareUri", max_length=255,
+                                     description="Ingot's: capture the disk of this deployed server.")
     build_plan_uri: str | None = Field(default=None, alias="buildPlanUri", max_length=255)
     compress: bool = Field(default=False, description="Ingot's: compress the captured qcow2.")
     source_url: str | None = Field(default=None, alias="sourceUrl", max_length=4096)
@@ -38,10 +40,14 @@ class GoldenImageCreate(Strict):
 
     def capture(self) -> bool:
         flag = self.image_capture
-        return (flag is True or (isinstance(flag, str) and flag.strip().lower() == "true")) and bool(self.os_volume_uri)
+        return ((flag is True or (isinstance(flag, str) and flag.strip().lower() == "true"))
+                and bool(self.os_volume_uri or self.server_hardware_uri))
 
     def os_volume_id(self) -> str:
         return self.os_volume_uri.rstrip("/").rsplit("/", 1)[-1]
+
+    def server_hardware_id(self) -> str:
+        return self.server_hardware_uri.rstrip("/").rsplit("/", 1)[-1]
 
 
 def golden_image_public(image: GoldenImage) -> dict[str, Any]:
