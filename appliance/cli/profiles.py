@@ -1,6 +1,6 @@
 """``ingot profiles``: server profiles (OneView ``/rest/server-profiles``): list, show, create,
-apply again and delete; and ``ingot deploy``: one profile per server for a deployment plan, all
-followed at once.
+apply again and delete; ``ingot deploy``: one profile per server for a deployment plan, all
+followed at once; and ``ingot capture``: a new golden image from a deployed server's disk.
 
 A profile assigns a server, a deployment plan and the plan's attribute values; creating it deploys
 the server (see docs/profiles.md). The deploy is a task with one child task per phase (create the
@@ -22,7 +22,7 @@ from typing import Annotated, Any
 
 import typer
 
-from appliance.cli import hardware
+from appliance.cli import hardware, images
 from appliance.cli.client import ApiClient, segment
 from appliance.cli.errors import EXIT_FAILED, ApiError, CliError, UsageError, render_error
 from appliance.cli.output import (
@@ -36,7 +36,7 @@ from appliance.cli.output import (
     stderr,
     when,
 )
-from appliance.cli.progress import current_phase, has_failed, start_task, watch_tasks
+from appliance.cli.progress import current_phase, follow_created, has_failed, start_task, watch_tasks
 
 app = typer.Typer(help="Server profiles: a server, a deployment plan and its values; applying one deploys the server.",
                   no_args_is_help=True)
@@ -439,3 +439,35 @@ def deploy(
     if not wait:
         return
     note(f"Deployed {chosen.get('name')} on {len(started)} server{'' if len(started) == 1 else 's'}.")
+
+
+def capture(
+    server: Annotated[str, typer.Argument(help="The deployed server to capture, by name or ID.", show_default=False)],
+    name: Annotated[str, typer.Option("--name", "-n", help="Name of the new golden image.", show_default=False)],
+    plan: Annotated[str, typer.Option(
+        "--plan", help="Capture build plan (name or ID) that generalizes the copy: hostname, machine-id, "
+                       "SSH host keys, logs. Default: none, the disk as it is.")] = "",
+    description: Annotated[str, typer.Option("--description", "-d", help="Free text.")] = "",
+    compress: Annotated[bool, typer.Option("--compress", help="Compress the captured qcow2.")] = False,
+    wait: Wait = True,
+    as_json: JsonOption = False,
+) -> None:
+    """Capture a new golden image from a running server: boot it into the deploy agent, stream its
+    disk back, boot it into its own OS again, then generalize the copy and store it (a task)."""
+    with ApiClient.connect() as client:
+        target = hardware.resolve(client, server)
+        body: dict[str, Any] = {"type": "GoldenImage", "name": name, "description": description,
+                                "imageCapture": True, "serverHardwareUri": target.get("uri"), "compress": compress}
+        if plan:
+            body["buildPlanUri"] = _by_name(client, "/rest/build-plans", plan, "build plan",
+                                            "List them with `ingot plans build-plans list`.").get("uri")
+        try:
+            response = client.post(images.PATH, body)
+        except ApiError as exc:
+            if exc.code == "INVALID_PROVISION_STATE":
+                exc.hints = [*exc.hints, f"Only a deployed server (or one whose capture failed) is captured: see "
+                                         f"`ingot hardware show {target.get('name')}`."]
+            raise
+        image = follow_created(client, response, "golden image", wait, as_json)
+    if image is not None:
+        print_resource(image, images.IMAGE_FIELDS, as_json=as_json)

@@ -2,8 +2,10 @@
 are the in-process ``fake`` driver, with this test playing the deploy agent on the boot listener
 (see test_server_profiles.py for the same over the in-process API): a golden image, a build plan
 with no steps, a deployment plan and two inspected servers; both deployed at once with per-server
-host names and a password nothing prints; a profile deleted (the agent erases the disks); and a
-create refused on a server that is not available."""
+host names and a password nothing prints; a profile deleted (the agent erases the disks); a
+deployed server captured into a golden image (``ingot capture``; the agent sends its disk back) and
+a capture refused on a server with nothing deployed; and a create refused on a server that is not
+available."""
 
 from __future__ import annotations
 
@@ -168,6 +170,20 @@ def test_deploy_two_servers_show_delete_and_a_refused_create(admin_cli: Cli, tmp
     assert "Deleted sp-web-1." in deleted.stdout
     assert admin_cli.live.api("GET", servers[0]["uri"])["provisionState"] == "available"
     assert [p["name"] for p in admin_cli.json("profiles", "list")["members"]] == ["sp-web-2"]
+
+    # Capture: web-2's disk, sent back by its agent (the test), becomes a new golden image.
+    with ThreadPoolExecutor(1) as pool:
+        capturing = pool.submit(admin_cli, "capture", "web-2", "--name", "web-2-captured")
+        agent = Agent(admin_cli, _provision_state(admin_cli, servers[1], "capture-wait"))
+        agent.played.read_disk(disk.read_bytes())
+        agent.close()
+        captured = capturing.result(60)
+    assert captured.returncode == 0, captured.stderr
+    assert re.search(r"Name\s+web-2-captured", captured.stdout) and re.search(r"Captured\s+yes", captured.stdout)
+    assert admin_cli.live.api("GET", servers[1]["uri"])["provisionState"] == "deployed"
+    refused = admin_cli("capture", "web-1", "--name", "nothing-deployed")  # web-1 is available
+    assert refused.returncode == 1, refused.stderr
+    assert "INVALID_PROVISION_STATE" in refused.stderr and "ingot hardware show web-1" in refused.stderr
 
     # A server that is not available is refused, naming its state.
     admin_cli.live.api("PUT", f"{servers[0]['uri']}/provisionState", json={"event": "manage"})
