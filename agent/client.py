@@ -9,6 +9,12 @@ Secrets: the boot token goes out once (``lookup``), the agent token in the
 ``str`` or an exception message; whatever the appliance or a socket error says is scrubbed of
 both before it is raised, because those messages end up on the serial console.
 
+Disks (``read_disk``): :meth:`AgentClient.upload_range` sends one range of the disk as
+``application/octet-stream`` with ``Content-Range: bytes START-END/TOTAL`` (``PUT
+/agent/v1/nodes/{node}/disk/{command}``), :meth:`AgentClient.finish_upload` ends the upload with
+``Content-Range: bytes */TOTAL`` and no body, :meth:`AgentClient.upload_status` (``GET`` there)
+asks how much has arrived; each answers ``{"committed": N, "total": TOTAL}``.
+
 Errors: an HTTP error status is :class:`AgentApiError` (with the OneView ``errorCode`` and
 ``message`` when the body has them); a connection that cannot be made, breaks, or times out is
 :class:`AgentUnreachable`, a ``ConnectionError``, so :mod:`agent.imagewrite` retries it like any
@@ -139,6 +145,31 @@ class AgentClient:
                    {"state": state, "percent": max(0, min(100, int(percent))), "message": message,
                     "result": dict(result) if result is not None else None, "error": error})
 
+    # -- disk uploads (read_disk) -------------------------------------------------------------
+
+    def upload_range(self, command_id: str, start: int, data: bytes, total: int) -> dict[str, Any]:
+        """``PUT`` bytes ``[start, start + len(data))`` of the ``total`` a ``read_disk`` command
+        uploads; the answer is ``{"committed": N, "total": TOTAL, ...}``."""
+        if not data or start < 0 or start + len(data) > total:
+            raise ValueError(f"bytes {start}-{start + len(data) - 1} are not a range of {total} bytes")
+        return self._request("PUT", self._disk_path(command_id), data,
+                             {"Content-Type": "application/octet-stream",
+                              "Content-Range": f"bytes {start}-{start + len(data) - 1}/{total}"})
+
+    def finish_upload(self, command_id: str, total: int) -> dict[str, Any]:
+        """The end of a ``read_disk`` upload (``Content-Range: bytes */TOTAL``, no body); the
+        answer is ``{"committed": TOTAL, "total": TOTAL, ...}``."""
+        return self._request("PUT", self._disk_path(command_id), b"",
+                             {"Content-Type": "application/octet-stream", "Content-Range": f"bytes */{total}"})
+
+    def upload_status(self, command_id: str) -> dict[str, Any]:
+        """How much of a ``read_disk`` upload has arrived: ``{"committed": N, "total": TOTAL or
+        null, ...}``."""
+        return self._request("GET", self._disk_path(command_id), None)
+
+    def _disk_path(self, command_id: str) -> str:
+        return f"/nodes/{self._node_path()}/disk/{quote(command_id, safe='')}"
+
     # -- images ------------------------------------------------------------------------------
 
     def image_url(self, url: str) -> str:
@@ -175,14 +206,22 @@ class AgentClient:
     def _call(self, method: str, path: str, body: Mapping[str, Any], *,
               authenticated: bool = True) -> dict[str, Any]:
         data = json.dumps(body, separators=(",", ":"), allow_nan=False).encode()
-        headers = {"Content-Type": "application/json", "Accept": "application/json",
-                   "Content-Length": str(len(data)), "Connection": "close"}
+        return self._request(method, path, data, {"Content-Type": "application/json"}, authenticated=authenticated)
+
+    def _request(self, method: str, path: str, data: bytes | None, headers: Mapping[str, str] | None = None, *,
+                 authenticated: bool = True) -> dict[str, Any]:
+        """One call with ``data`` as the body (none for None) and a JSON object as the answer;
+        AgentApiError for an HTTP error or an answer that is not one, AgentUnreachable when the
+        connection fails."""
+        sent = {"Accept": "application/json", "Connection": "close", **(headers or {})}
+        if data is not None:
+            sent["Content-Length"] = str(len(data))
         if authenticated and self._agent_token:
-            headers[TOKEN_HEADER] = self._agent_token
+            sent[TOKEN_HEADER] = self._agent_token
         target = self._prefix + API_PREFIX + path
         conn = _connection(self.base_url, self.timeout)
         try:
-            conn.request(method, target, body=data, headers=headers)
+            conn.request(method, target, body=data, headers=sent)
             response = conn.getresponse()
             status, reason = response.status, response.reason
             raw = response.read(MAX_RESPONSE + 1)

@@ -18,6 +18,10 @@ Flow:
    retried with the same capped backoff, whatever the reason (a ``401`` too: the agent has
    nothing better to do than wait for the appliance to know it again).
 
+The commands (``docs/agent-api.md``): ``inventory``; ``write_image`` (:mod:`agent.imagewrite`);
+``read_disk``, which streams the used part of a disk back for a capture (:mod:`agent.disklayout`
+says how much, :mod:`agent.diskread` sends it); ``erase``; ``reboot`` and ``poweroff``.
+
 ``reboot`` and ``poweroff`` report ``succeeded`` *before* they act: afterwards nothing is left
 to report with. They end the loop; so do the ``max_iterations`` and ``deadline_s`` test hooks.
 
@@ -44,7 +48,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TextIO
 
-from agent import inventory
+from agent import disklayout, diskread, inventory
 from agent.bootparams import mask_token, printable
 from agent.client import AGENT_VERSION, AgentApiError, AgentClient, AgentUnreachable, Command, LookupResult, RangeStream
 from agent.imagewrite import write_image
@@ -103,7 +107,7 @@ class RunnerConfig:
     min_interval_s: float = 0.05  # bounds on the appliance's heartbeatIntervalS
     max_interval_s: float = 300.0
     progress_interval_s: float = 1.0
-    write_retries: int = 5  # dropped connections in a row during an image write
+    write_retries: int = 5  # dropped connections in a row during an image write (or a disk upload)
     write_backoff_s: float = 1.0
     max_iterations: int | None = None  # test hook: heartbeats of the main loop
     deadline_s: float | None = None  # test hook: seconds after start (by the injected clock)
@@ -360,6 +364,7 @@ class Runner:
             "reboot": self._reboot,
             "poweroff": self._poweroff,
             "erase": self._erase,
+            "read_disk": self._read_disk,
         }
         handler = handlers.get(command.name)
         if handler is None:
@@ -498,6 +503,106 @@ class Runner:
             while streams:
                 streams.pop().close()
             os.close(fd)
+
+    def _read_disk(self, command: Command) -> _Done:
+        """Stream the disk the hints choose back to the appliance (a capture): its used part, up
+        to the end of the last partition (:mod:`agent.disklayout`), or all of it with ``whole``."""
+        params = command.params
+        hints = params.get("rootDeviceHints")
+        whole = params.get("whole")
+        if hints is not None and not isinstance(hints, dict):
+            raise CommandFailed("read_disk: rootDeviceHints is not an object")
+        if whole is not None and not isinstance(whole, bool):
+            raise CommandFailed(f"read_disk: whole={printable(repr(whole), 100)} is not a bool")
+        disk = choose_root_device(inventory.disks(self.root), hints)
+        device = os.path.join(self.dev_dir, disk["name"])
+        try:
+            fd = os.open(device, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            raise CommandFailed(f"cannot open {device} for reading: {exc.strerror or exc}") from None
+        try:
+            read_at = _reader(fd)
+            try:
+                size = os.lseek(fd, 0, os.SEEK_END) or disk["size_bytes"]
+                total, how = (size, disklayout.WHOLE) if whole else disklayout.used_bytes(
+                    read_at, size, sector_size=self._sector_size(disk["name"]))
+            except OSError as exc:
+                raise CommandFailed(f"reading the partition table of {device} failed: {exc.strerror or exc}") from None
+            self.say(f"read_disk: {device} {total} of {size} bytes ({how})")
+            done = self._upload(command, read_at, total)
+        finally:
+            os.close(fd)
+        # The backup GPT at the end of the disk lies past the last partition: not captured.
+        result = {"device": device, "bytes": done.bytes, "sha256": done.sha256, "sent": done.sent, "layout": how,
+                  "gptBackupOmitted": how == disklayout.GPT and total < size}
+        return _Done(result, f"Read {_mib(done.bytes, done.bytes)} MiB of {device} ({_mib(done.sent, done.bytes)} "
+                             f"MiB sent); SHA-256 {done.sha256}.")
+
+    def _sector_size(self, name: str) -> int:
+        """The disk's logical sector size, which its partition table counts in (512 unless the
+        kernel says otherwise: a 4Kn disk's is 4096)."""
+        try:
+            with open(os.path.join(self.root, "sys/block", name, "queue/logical_block_size")) as f:
+                size = int(f.read().strip())
+        except (OSError, ValueError):
+            return disklayout.SECTOR
+        return size if size >= disklayout.SECTOR and not size & (size - 1) else disklayout.SECTOR
+
+    def _upload(self, command: Command, read_at: Callable[[int, int], bytes], total: int) -> diskread.ReadResult:
+        client = self.client
+        last = self.clock()
+
+        def call(what: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+            """A ``5xx`` is worth a retry (diskread retries ConnectionError), a ``409`` means the
+            appliance ended the command; any other error fails it."""
+            try:
+                return what()
+            except AgentApiError as exc:
+                if exc.status >= 500:
+                    raise ConnectionError(str(exc)) from None
+                if exc.status == 409:
+                    raise CommandAborted(f"the appliance ended the command ({exc})") from None
+                raise CommandFailed(f"the appliance refused the disk upload: {exc}") from None
+
+        def progress(done: int, total: int, sent: int) -> None:
+            nonlocal last
+            now = self.clock()
+            if now - last < self.config.progress_interval_s or done >= total:
+                return  # the last one is the succeeded report
+            last = now
+            self._report_progress(command, min(99, done * 100 // total), f"Read {_mib(done, total)} of "
+                                  f"{_mib(total, total)} MiB ({_mib(sent, total)} MiB sent).")
+
+        try:
+            return diskread.read_disk(
+                read_at, total,
+                send=lambda start, data, n: call(lambda: client.upload_range(command.id, start, data, n)),
+                finish=lambda n: call(lambda: client.finish_upload(command.id, n)),
+                status=lambda: call(lambda: client.upload_status(command.id)),
+                chunk=diskread.CHUNK, retries=self.config.write_retries, backoff_s=self.config.write_backoff_s,
+                on_progress=progress, sleep=self.sleep)
+        except diskread.ReadFailed as exc:
+            raise CommandFailed(str(exc)) from None
+
+
+def _reader(fd: int) -> Callable[[int, int], bytes]:
+    """``read_at(offset, length)`` on ``fd``: ``length`` bytes, fewer only at the end."""
+
+    def read_at(offset: int, length: int) -> bytes:
+        data = os.pread(fd, length, offset)
+        if len(data) == length or not data:
+            return data
+        parts = [data]
+        got = len(data)
+        while got < length:
+            more = os.pread(fd, length - got, offset + got)
+            if not more:
+                break
+            parts.append(more)
+            got += len(more)
+        return b"".join(parts)
+
+    return read_at
 
 
 class _Heartbeats:

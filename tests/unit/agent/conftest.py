@@ -1,6 +1,8 @@
 """A fake appliance for the agent's client and runner: a real stdlib ``ThreadingHTTPServer`` on
 127.0.0.1 (port 0), speaking the agent API of docs/agent-api.md and serving images with HTTP
-range requests. Loopback only, one fixture per test, always shut down."""
+range requests, and taking ``read_disk`` uploads as the appliance's ``DiskUpload`` does (a sparse
+file, ``committed`` the furthest end received in full). Loopback only, one fixture per test,
+always shut down."""
 
 from __future__ import annotations
 
@@ -19,6 +21,8 @@ NODE = "11111111-2222-3333-4444-555555555555"
 MACS = ["52:54:00:12:34:01", "52:54:00:12:34:02"]
 _NODE_PATH = re.compile(r"^/agent/v1/nodes/([^/]+)/(inventory|heartbeat|commands/([^/]+))$")
 _RANGE = re.compile(r"^bytes=(\d+)-$")
+_DISK_PATH = re.compile(r"^/agent/v1/nodes/([^/]+)/disk/([^/]+)$")
+_CONTENT_RANGE = re.compile(r"bytes (?:(\d+)-(\d+)|(\*))/(\d+)")
 
 
 class FakeAppliance:
@@ -38,6 +42,17 @@ class FakeAppliance:
         self.ignore_range = False
         self.image_status: int | None = None  # the next image GET fails with this status
         self.before_image: Callable[[], None] | None = None
+        # read_disk uploads: what the next PUTs do instead of answering 200: an error
+        # status (the body is read, nothing written), "cut" (half the body read, then the
+        # connection closes: nothing committed) or "lost" (the range is committed, then the
+        # connection closes before the answer)
+        self.put_faults: deque[int | str] = deque()
+        self.status_faults: deque[int] = deque()  # error statuses for the next status GETs
+        self.disks: dict[str, bytearray] = {}  # command id -> the file the ranges are written to
+        self.disk_state: dict[str, dict[str, Any]] = {}  # command id -> committed, total, complete
+        self.disk_puts: list[tuple[str, str | None, int, str | None, str | None]] = []  # (command id,
+        # Content-Range, body length, Content-Type, agent token header)
+        self.disk_gets: list[tuple[str, str | None]] = []  # (command id, agent token header)
         self.lookups: list[dict[str, Any]] = []
         self.inventories: list[dict[str, Any]] = []
         self.heartbeats: list[dict[str, Any]] = []
@@ -150,7 +165,96 @@ def _handler(app: FakeAppliance) -> type[BaseHTTPRequestHandler]:
             else:
                 self._send(200, {"node": NODE, "agentToken": app.agent_token, "heartbeatIntervalS": app.interval_s})
 
+        def _disk_request(self) -> tuple[str, dict[str, Any]] | None:
+            """The command id and upload state of a disk upload request, or None once answered."""
+            match = _DISK_PATH.match(self.path)
+            assert match is not None
+            if match.group(1) != NODE:
+                self._send(404, _error("RESOURCE_NOT_FOUND", f"no such resource {self.path}"))
+                return None
+            if self.headers.get("X-Ingot-Agent-Token") != app.agent_token:
+                sent = self.headers.get("X-Ingot-Agent-Token")
+                shown = f" ({sent})" if app.echo_tokens else ""
+                self._send(401, _error("AUTHENTICATION_FAILED", f"a missing or wrong agent token{shown}"))
+                return None
+            command_id = match.group(2)
+            if command_id in app.ended:
+                self._send(409, _error("AGENT_COMMAND_ENDED", f"command {command_id} has ended"))
+                return None
+            with app.lock:
+                state = app.disk_state.setdefault(command_id, {"committed": 0, "total": None, "complete": False})
+            return command_id, state
+
+        def do_PUT(self) -> None:
+            if not _DISK_PATH.match(self.path):
+                self._send(404, _error("RESOURCE_NOT_FOUND", f"no such resource {self.path}"))
+                return
+            length = int(self.headers.get("Content-Length") or 0)
+            content_range = self.headers.get("Content-Range")
+            with app.lock:
+                fault = app.put_faults.popleft() if app.put_faults else None
+            if fault == "cut":
+                self.rfile.read(length // 2)
+                self.close_connection = True
+                return  # no answer: the agent sees the connection closed
+            body = self.rfile.read(length)
+            found = self._disk_request()
+            if found is None:
+                return
+            command_id, state = found
+            with app.lock:
+                app.disk_puts.append((command_id, content_range, len(body), self.headers.get("Content-Type"),
+                                      self.headers.get("X-Ingot-Agent-Token")))
+            if isinstance(fault, int):
+                self._send(fault, _error("AGENT_COMMAND_ENDED" if fault == 409 else "UPLOAD_FAILED",
+                                         f"the range was not taken (HTTP {fault})"))
+                return
+            where = _CONTENT_RANGE.fullmatch(content_range or "")
+            if where is None:
+                self._send(400, _error("INVALID_INPUT", "Content-Range must be 'bytes START-END/TOTAL'"))
+                return
+            total = int(where.group(4))
+            with app.lock:
+                if state["total"] is not None and state["total"] != total:
+                    self._send(409, _error("RESOURCE_CONFLICT", f"this upload is {state['total']} bytes"))
+                    return
+                disk = app.disks.setdefault(command_id, bytearray())
+                state["total"] = total
+                if where.group(3):  # the end: bytes */TOTAL
+                    if body:
+                        self._send(400, _error("INVALID_INPUT", "the end of an upload has no body"))
+                        return
+                    disk.extend(bytes(max(0, total - len(disk))))
+                    state.update(committed=total, complete=True)
+                else:
+                    start, end = int(where.group(1)), int(where.group(2))
+                    if start > end or end >= total or len(body) != end - start + 1:
+                        self._send(400, _error("INVALID_INPUT", f"bytes {start}-{end}/{total} with {len(body)}"))
+                        return
+                    disk.extend(bytes(max(0, end + 1 - len(disk))))  # sparse: what is not sent is zero
+                    disk[start:end + 1] = body
+                    state["committed"] = max(state["committed"], end + 1)
+                reply = dict(state)
+            if fault == "lost":
+                self.close_connection = True
+                return  # committed, and no answer
+            self._send(200, reply)
+
         def do_GET(self) -> None:
+            if _DISK_PATH.match(self.path):
+                with app.lock:
+                    status = app.status_faults.popleft() if app.status_faults else None
+                found = self._disk_request()
+                if found is None:
+                    return
+                with app.lock:
+                    app.disk_gets.append((found[0], self.headers.get("X-Ingot-Agent-Token")))
+                    reply = dict(found[1])
+                if status is not None:
+                    self._send(status, _error("UNAVAILABLE", "try again later"))
+                else:
+                    self._send(200, reply)
+                return
             data = app.images.get(self.path)
             header = self.headers.get("Range")
             match = _RANGE.match(header) if header else None

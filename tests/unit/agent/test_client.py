@@ -211,3 +211,79 @@ def test_the_client_maps_a_refused_image_connection_to_unreachable(closed_port: 
     client = AgentClient(f"http://127.0.0.1:{closed_port}", timeout=2)
     with pytest.raises(AgentUnreachable, match="Connection refused"):
         client.open_range("/exports/img", 0)
+
+
+# -- disk uploads (read_disk) ----------------------------------------------------------------
+
+def test_a_disk_upload_range_by_range_then_its_end(appliance: FakeAppliance) -> None:
+    client = looked_up(appliance)
+    assert client.upload_status("c1") == {"committed": 0, "total": None, "complete": False}
+    first, last = os.urandom(1000), os.urandom(24)
+    assert client.upload_range("c1", 0, first, 5000) == {"committed": 1000, "total": 5000, "complete": False}
+    assert client.upload_range("c1", 4976, last, 5000) == {"committed": 5000, "total": 5000, "complete": False}
+    assert client.finish_upload("c1", 5000) == {"committed": 5000, "total": 5000, "complete": True}
+    assert client.upload_status("c1") == {"committed": 5000, "total": 5000, "complete": True}
+    token = appliance.agent_token
+    assert appliance.disk_puts == [("c1", "bytes 0-999/5000", 1000, "application/octet-stream", token),
+                                   ("c1", "bytes 4976-4999/5000", 24, "application/octet-stream", token),
+                                   ("c1", "bytes */5000", 0, "application/octet-stream", token)]
+    assert appliance.disk_gets == [("c1", token), ("c1", token)]
+    assert bytes(appliance.disks["c1"]) == first + bytes(3976) + last
+
+
+def test_the_command_id_is_quoted_in_the_upload_path(appliance: FakeAppliance) -> None:
+    client = looked_up(appliance)
+    client.upload_range("a/b c", 0, b"x", 1)
+    assert appliance.disk_puts[0][0] == "a%2Fb%20c"
+
+
+@pytest.mark.parametrize(("start", "data", "total"), [(0, b"", 10), (-1, b"x", 10), (5, b"123456", 10)])
+def test_an_upload_range_must_be_inside_the_disk(appliance: FakeAppliance, start: int, data: bytes,
+                                                 total: int) -> None:
+    client = looked_up(appliance)
+    with pytest.raises(ValueError, match="are not a range of 10 bytes"):
+        client.upload_range("c1", start, data, total)
+    assert appliance.disk_puts == []
+
+
+def test_upload_errors_are_api_errors_without_the_token(appliance: FakeAppliance) -> None:
+    client = looked_up(appliance)
+    appliance.ended.add("c9")
+    with pytest.raises(AgentApiError) as info:
+        client.upload_range("c9", 0, b"x", 1)
+    assert (info.value.status, info.value.error_code) == (409, "AGENT_COMMAND_ENDED")
+    appliance.put_faults.append(503)
+    with pytest.raises(AgentApiError) as info:
+        client.upload_range("c1", 0, b"x", 1)
+    assert info.value.status == 503
+    sent = appliance.agent_token
+    appliance.echo_tokens = True
+    appliance.agent_token = "agent-other"
+    for call in (lambda: client.upload_range("c1", 0, b"x", 1), lambda: client.finish_upload("c1", 1),
+                 lambda: client.upload_status("c1")):
+        with pytest.raises(AgentApiError) as info:
+            call()
+        assert info.value.status == 401
+        assert sent not in str(info.value) and f"<masked:{len(sent)}>" in str(info.value)
+
+
+def test_a_cut_upload_is_unreachable(appliance: FakeAppliance) -> None:
+    client = looked_up(appliance)
+    appliance.put_faults.append("cut")
+    with pytest.raises(AgentUnreachable, match=r"^PUT /agent/v1/nodes/.*/disk/c1: ") as info:
+        client.upload_range("c1", 0, os.urandom(1 << 20), 1 << 20)
+    assert appliance.agent_token not in str(info.value)
+    assert appliance.disk_puts == [] and "c1" not in appliance.disks  # nothing arrived in full
+
+
+def test_a_refused_upload_connection_is_unreachable(closed_port: int, appliance: FakeAppliance) -> None:
+    client = looked_up(appliance)
+    client.base_url = f"http://127.0.0.1:{closed_port}"
+    with pytest.raises(AgentUnreachable, match=f"GET /agent/v1/nodes/{NODE}/disk/c1: ConnectionRefusedError"):
+        client.upload_status("c1")
+
+
+def test_uploads_need_a_lookup_first() -> None:
+    client = AgentClient("http://127.0.0.1:9", timeout=1)
+    with pytest.raises(RuntimeError, match="no lookup yet"):
+        client.upload_status("c1")

@@ -380,3 +380,211 @@ def test_erase_of_a_disk_that_cannot_be_opened_fails_clearly(appliance: FakeAppl
     assert Agent(appliance, machine, max_iterations=2).run() == 0
     error = final(appliance, command["id"])["error"]
     assert "cannot open" in error and "vdb" in error
+
+
+# -- read_disk -------------------------------------------------------------------------------
+
+MiB = 1 << 20
+CAPTURE_SIZE = 12 * MiB
+PART_END = 9 * MiB - 1000 * 512  # the MBR partition's end: 9 MiB rounded up
+HEAD = os.urandom(64 << 10)  # at 1 MiB: in the first 4 MiB chunk
+MIDDLE = os.urandom(100 << 10)  # at 8 MiB: in the last chunk, [8, 9) MiB
+TAIL = os.urandom(512 << 10)  # at 10 MiB: past the partition, not captured
+
+
+def mbr_sector(*entries: tuple[int, int, int]) -> bytes:
+    sector = bytearray(512)
+    for i, (kind, first, sectors) in enumerate(entries):
+        sector[446 + 16 * i + 4] = kind
+        sector[446 + 16 * i + 8:446 + 16 * i + 16] = first.to_bytes(4, "little") + sectors.to_bytes(4, "little")
+    sector[510:512] = b"\x55\xaa"
+    return bytes(sector)
+
+
+def add_disk(machine: Path, name: str, size: int, pieces: dict[int, bytes], *, sector: int | None = None) -> Path:
+    """One more disk in /sys and /dev: a sparse file of ``size`` bytes with ``pieces`` written at
+    their offsets."""
+    write(machine / f"sys/block/{name}/size", f"{size // 512}\n")
+    write(machine / f"sys/block/{name}/removable", "0\n")
+    write(machine / f"sys/block/{name}/queue/rotational", "0\n")
+    if sector is not None:
+        write(machine / f"sys/block/{name}/queue/logical_block_size", f"{sector}\n")
+    (machine / f"sys/block/{name}/device").mkdir()
+    device = machine / f"dev/{name}"
+    with device.open("wb") as f:
+        f.truncate(size)
+        for offset, data in pieces.items():
+            f.seek(offset)
+            f.write(data)
+    return device
+
+
+def capture_disk(machine: Path) -> Path:
+    """``vdc``: 12 MiB, an MBR partition from 1 MiB to just short of 9 MiB, data at 1 MiB and at
+    8 MiB, zeros from 4 to 8 MiB, and data at 10 MiB past the partition."""
+    first = MiB // 512
+    return add_disk(machine, "vdc", CAPTURE_SIZE, {0: mbr_sector((0x83, first, PART_END // 512 - first)),
+                                                   MiB: HEAD, 8 * MiB: MIDDLE, 10 * MiB: TAIL})
+
+
+def read_disk_command(appliance: FakeAppliance, **params: Any) -> dict[str, Any]:
+    command = appliance.command("read_disk", **params)
+    appliance.batches.append([command])
+    return command
+
+
+def test_read_disk_streams_the_used_part_without_the_zero_chunks(appliance: FakeAppliance, machine: Path) -> None:
+    device = capture_disk(machine)
+    command = read_disk_command(appliance, rootDeviceHints={"name": "/dev/vdc"}, whole=False)
+    agent = Agent(appliance, machine, clock_step=1.0, max_iterations=2)
+    assert agent.run() == 0
+    total = 9 * MiB
+    captured = device.read_bytes()[:total]
+    sha = hashlib.sha256(captured).hexdigest()
+    token, cid = appliance.agent_token, command["id"]
+    assert appliance.disk_puts == [  # [4, 8) MiB is zeros: not sent
+        (cid, f"bytes 0-{4 * MiB - 1}/{total}", 4 * MiB, "application/octet-stream", token),
+        (cid, f"bytes {8 * MiB}-{total - 1}/{total}", MiB, "application/octet-stream", token),
+        (cid, f"bytes */{total}", 0, "application/octet-stream", token)]
+    assert appliance.disk_gets == []
+    assert bytes(appliance.disks[cid]) == captured
+    assert appliance.disk_state[cid] == {"committed": total, "total": total, "complete": True}
+    message = f"Read 9.0 MiB of {device} (5.0 MiB sent); SHA-256 {sha}."
+    assert final(appliance, cid) == {
+        "state": "succeeded", "percent": 100, "message": message, "error": None,
+        "result": {"device": str(device), "bytes": total, "sha256": sha, "sent": 5 * MiB, "layout": "mbr",
+                   "gptBackupOmitted": False}}
+    running = [(r["percent"], r["message"]) for r in appliance.reports_for(cid) if r["state"] == "running"]
+    assert running == [(0, "Started."), (44, "Read 4.0 of 9.0 MiB (4.0 MiB sent)."),
+                       (88, "Read 8.0 of 9.0 MiB (4.0 MiB sent).")]
+    assert f"INGOT-AGENT read_disk: {device} {total} of {CAPTURE_SIZE} bytes (mbr)" in agent.lines
+    assert agent.lines[-1] == f"INGOT-AGENT command read_disk {cid} succeeded: {message}"
+
+
+def test_read_disk_whole_reads_past_the_partitions(appliance: FakeAppliance, machine: Path) -> None:
+    device = capture_disk(machine)
+    command = read_disk_command(appliance, rootDeviceHints={"name": "vdc"}, whole=True)
+    assert Agent(appliance, machine, max_iterations=2).run() == 0
+    result = final(appliance, command["id"])["result"]
+    assert result["bytes"] == CAPTURE_SIZE and result["layout"] == "whole" and not result["gptBackupOmitted"]
+    assert result["sha256"] == hashlib.sha256(device.read_bytes()).hexdigest()
+    assert bytes(appliance.disks[command["id"]]) == device.read_bytes()
+    assert [put[1] for put in appliance.disk_puts] == [f"bytes 0-{4 * MiB - 1}/{CAPTURE_SIZE}",
+                                                       f"bytes {8 * MiB}-{CAPTURE_SIZE - 1}/{CAPTURE_SIZE}",
+                                                       f"bytes */{CAPTURE_SIZE}"]
+
+
+def test_read_disk_of_a_gpt_disk_leaves_the_backup_gpt_out(appliance: FakeAppliance, machine: Path) -> None:
+    from tests.unit.agent.test_disklayout import gpt
+
+    table = gpt([(2048, 4095), (4096, 6 * 2048 - 100)], CAPTURE_SIZE)
+    device = add_disk(machine, "vdc", CAPTURE_SIZE, {0: bytes(table), 5 * MiB: HEAD,
+                                                     CAPTURE_SIZE - 33 * 512: b"backup GPT"})
+    command = read_disk_command(appliance, rootDeviceHints={"name": "vdc"})
+    assert Agent(appliance, machine, max_iterations=2).run() == 0
+    result = final(appliance, command["id"])["result"]
+    assert (result["bytes"], result["layout"], result["gptBackupOmitted"]) == (6 * MiB, "gpt", True)
+    assert bytes(appliance.disks[command["id"]]) == device.read_bytes()[:6 * MiB]
+
+
+def test_read_disk_counts_the_sectors_of_a_4kn_disk(appliance: FakeAppliance, machine: Path) -> None:
+    add_disk(machine, "vdc", CAPTURE_SIZE, {0: mbr_sector((0x83, 256, 512))}, sector=4096)  # 1 MiB + 2 MiB
+    command = read_disk_command(appliance, rootDeviceHints={"name": "vdc"})
+    assert Agent(appliance, machine, max_iterations=2).run() == 0
+    assert final(appliance, command["id"])["result"]["bytes"] == 3 * MiB
+
+
+def test_read_disk_of_an_empty_disk_sends_only_the_end(appliance: FakeAppliance, machine: Path) -> None:
+    add_disk(machine, "vdc", 0, {})
+    command = read_disk_command(appliance, rootDeviceHints={"name": "vdc"})
+    assert Agent(appliance, machine, max_iterations=2).run() == 0
+    result = final(appliance, command["id"])["result"]
+    assert (result["bytes"], result["sent"], result["layout"]) == (0, 0, "whole")
+    assert result["sha256"] == hashlib.sha256(b"").hexdigest()
+    assert [put[1] for put in appliance.disk_puts] == ["bytes */0"]
+
+
+def test_read_disk_resumes_a_dropped_upload_from_what_the_appliance_has(appliance: FakeAppliance,
+                                                                         machine: Path) -> None:
+    device = capture_disk(machine)
+    # The first range is cut off (not committed): sent again. The second arrives, its answer does
+    # not: the status says so, and it is not sent again.
+    appliance.put_faults.extend(["cut", "ok", "lost"])
+    command = read_disk_command(appliance, rootDeviceHints={"name": "vdc"})
+    agent = Agent(appliance, machine, max_iterations=2, write_backoff_s=0.5)
+    assert agent.run() == 0
+    total = 9 * MiB
+    cid = command["id"]
+    assert [put[1] for put in appliance.disk_puts] == [f"bytes 0-{4 * MiB - 1}/{total}",
+                                                       f"bytes {8 * MiB}-{total - 1}/{total}", f"bytes */{total}"]
+    assert appliance.disk_gets == [(cid, appliance.agent_token)] * 2
+    assert agent.sleeps.count(0.5) == 2  # one pause per failure: each followed progress
+    report = final(appliance, cid)
+    assert report["state"] == "succeeded"
+    assert report["result"]["sha256"] == hashlib.sha256(device.read_bytes()[:total]).hexdigest()
+    assert bytes(appliance.disks[cid]) == device.read_bytes()[:total]
+
+
+def test_read_disk_retries_server_errors(appliance: FakeAppliance, machine: Path) -> None:
+    device = capture_disk(machine)
+    appliance.put_faults.append(503)
+    appliance.status_faults.append(500)
+    command = read_disk_command(appliance, rootDeviceHints={"name": "vdc"})
+    agent = Agent(appliance, machine, max_iterations=2, write_backoff_s=0.5)
+    assert agent.run() == 0
+    assert final(appliance, command["id"])["state"] == "succeeded"
+    assert [s for s in agent.sleeps if s != appliance.interval_s] == [0.5, 1.0]
+    assert len(appliance.disk_gets) == 2
+    assert bytes(appliance.disks[command["id"]]) == device.read_bytes()[:9 * MiB]
+
+
+def test_read_disk_gives_up_after_its_retries(appliance: FakeAppliance, machine: Path) -> None:
+    capture_disk(machine)
+    appliance.put_faults.extend([503] * 3)
+    command = read_disk_command(appliance, rootDeviceHints={"name": "vdc"})
+    assert Agent(appliance, machine, max_iterations=2, write_retries=2).run() == 0
+    assert final(appliance, command["id"])["error"] == (
+        f"the upload failed 3 times in a row at byte 0 of {9 * MiB}: HTTP 503 UPLOAD_FAILED: the range was not "
+        "taken (HTTP 503)")
+
+
+def test_a_409_to_an_upload_aborts_the_command(appliance: FakeAppliance, machine: Path) -> None:
+    capture_disk(machine)
+    appliance.put_faults.extend(["ok", 409])
+    command = read_disk_command(appliance, rootDeviceHints={"name": "vdc"})
+    agent = Agent(appliance, machine, max_iterations=2)
+    assert agent.run() == 0
+    assert [r["state"] for r in appliance.reports_for(command["id"])] == ["running"]  # no final report
+    assert len(appliance.disk_puts) == 2 and appliance.disk_gets == []
+    assert agent.lines[-1] == (f"INGOT-AGENT command read_disk {command['id']} failed: the appliance ended the "
+                               "command (HTTP 409 AGENT_COMMAND_ENDED: the range was not taken (HTTP 409))")
+
+
+def test_a_4xx_to_an_upload_fails_the_command_with_its_message(appliance: FakeAppliance, machine: Path) -> None:
+    capture_disk(machine)
+    appliance.put_faults.append(413)
+    command = read_disk_command(appliance, rootDeviceHints={"name": "vdc"})
+    assert Agent(appliance, machine, max_iterations=2).run() == 0
+    assert final(appliance, command["id"])["error"] == ("the appliance refused the disk upload: HTTP 413 "
+                                                        "UPLOAD_FAILED: the range was not taken (HTTP 413)")
+    assert appliance.disk_gets == []
+
+
+@pytest.mark.parametrize(("params", "message"), [
+    ({"rootDeviceHints": "vdc"}, "read_disk: rootDeviceHints is not an object"),
+    ({"rootDeviceHints": ["name", "vdc"]}, "read_disk: rootDeviceHints is not an object"),
+    ({"whole": "yes"}, "read_disk: whole='yes' is not a bool"),
+    ({"whole": 1}, "read_disk: whole=1 is not a bool"),
+    ({"whole": "x" * 1000}, "read_disk: whole='" + "x" * 99 + "... is not a bool"),
+    ({"rootDeviceHints": {"serial": "nope"}},
+     "no disk matches the root device hints serial='nope'; disks seen: vda (40 GiB, serial serial-vda), "
+     "vdb (2 GiB, serial serial-vdb)"),
+    ({"rootDeviceHints": {"name": "vdb"}}, "cannot open {dev}/vdb for reading: No such file or directory"),
+])
+def test_read_disk_failures_are_clear(appliance: FakeAppliance, machine: Path, params: dict[str, Any],
+                                      message: str) -> None:
+    (machine / "dev/vdb").unlink()
+    command = read_disk_command(appliance, **params)
+    assert Agent(appliance, machine, max_iterations=2).run() == 0
+    assert final(appliance, command["id"])["error"] == message.replace("{dev}", str(machine / "dev"))
+    assert appliance.disk_puts == [] and appliance.disk_gets == []
