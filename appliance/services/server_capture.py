@@ -96,6 +96,7 @@ class ServerCaptureTask(ServerHardwareTask):
         checkpoint = dict(ctx.checkpoint)
         log = [f"{log_stamp(self.app)} capture of the disk of server {managed.name} ({server_id}) by {ctx.owner} "
                f"(task {ctx.task_id})"]
+        await ctx.progress(1, f"Capturing the disk of {managed.name} into golden image {name}.")
         try:
             if "disk" not in checkpoint:
                 checkpoint = await self._read_disk(ctx, driver, server_id, managed.name, checkpoint)

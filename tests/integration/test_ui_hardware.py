@@ -1,21 +1,33 @@
 """The server hardware pages through the ASGI app: roles decide which buttons and forms appear,
-BMC-provided strings are escaped, the pages follow the CSP, and tasks show their progress bars."""
+BMC-provided strings are escaped, the pages follow the CSP, and tasks show their progress bars.
+The "Capture golden image" form is posted as a browser would (no task runner: the capture stays
+queued, its server ``capturing``); one browser test runs a capture on a live appliance to watch
+hardware.js follow its phases and the provision state."""
 
 from __future__ import annotations
 
 import re
+import time
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import create_engine
 
 from appliance.context import AppContext
-from appliance.db.session import unit_of_work
-from appliance.models import ServerHardware
+from appliance.db.session import make_session_factory, unit_of_work
+from appliance.models import GoldenImage, ServerHardware, Task
+from appliance.query import CollectionQuery, Condition, Op
 from appliance.roles import Role
+from appliance.services.provisioning import ProvisionService
+from appliance.services.server_capture import TASK_SERVER_CAPTURE
 from appliance.services.tasks import ResourceRef, TaskService
+from appliance.states import Event
+from appliance.tasks.states import TaskState
 from tests.integration.test_ui_routes import _meta_csrf, _signed_in, _user_name, ui_login
+from tests.support.live import LiveAppliance
 from web.deps import UI_COOKIE
 
 HOSTILE = '<script>alert("bmc")</script>'
@@ -271,4 +283,275 @@ def test_hardware_script_is_served(api: TestClient) -> None:
     assert "/console?csrf=" in js.text and "textContent" in js.text
     assert "/provisionState" in js.text and "provisionEvents" in js.text
     assert "innerHTML" not in js.text  # BMC strings must never become markup
+    assert "data-capture-task" in js.text and "childTasks" in js.text  # the capture's phase timeline
     assert "window.Ingot" in api.get("/ui/static/ui.js").text
+
+
+# --- capture into a golden image ------------------------------------------------------------------
+TO_DEPLOYED = (Event.MANAGE, Event.INSPECT, Event.WAIT, Event.RESUME, Event.DONE,  # enroll → available
+               Event.DEPLOY, Event.WAIT, Event.RESUME, Event.DONE)  # → deployed
+
+
+def _fire(ctx: AppContext, server_id: str, *events: Event, error: str | None = None) -> None:
+    with unit_of_work(ctx.session_factory) as db:
+        provision = ProvisionService(db, ctx.clock)
+        for event in events:
+            provision.fire(server_id, event, error=error if event == Event.FAIL else None)
+
+
+def _deployed(ctx: AppContext, name: str = "rack1-u01") -> str:
+    server_id = _server(ctx, name=name, power_state="On")
+    _fire(ctx, server_id, *TO_DEPLOYED)
+    return server_id
+
+
+def _build_plan(api: TestClient, headers: dict[str, str], name: str, plan_type: str) -> str:
+    r = api.post("/rest/build-plans", headers=headers, json={
+        "name": name, "oeBuildPlanType": plan_type, "buildStep": [], "customAttributes": []})
+    assert r.status_code == 201, r.text
+    return str(r.json()["id"])
+
+
+def _capture_form(html: str) -> str | None:
+    form = re.search(r"<form[^>]*data-capture-form.*?</form>", html, re.S)
+    return form.group(0) if form else None
+
+
+def _capture_block(html: str) -> str:
+    """The Provisioning panel's capture: the latest capture task, then the form (when shown)."""
+    assert 'id="capture"' in html
+    return html.split('id="capture"', 1)[1].split("</section>", 1)[0].split("<form", 1)[0]
+
+
+def _provision_state(ctx: AppContext, server_id: str) -> str:
+    with unit_of_work(ctx.session_factory) as db:
+        server = db.get(ServerHardware, server_id)
+        assert server is not None
+        return server.provision_state
+
+
+def _captures(ctx: AppContext) -> list[Task]:
+    with unit_of_work(ctx.session_factory) as db:
+        tasks = TaskService(db, ctx.clock).list(CollectionQuery(
+            count=-1, conditions=(Condition("kind", Op.EQ, TASK_SERVER_CAPTURE),))).members
+        db.expunge_all()
+        return list(tasks)
+
+
+def _post_capture(api: TestClient, server_id: str, csrf: str, **fields: str) -> Any:
+    return api.post(f"/ui/servers/{server_id}/capture", data={"csrf": csrf, **fields}, follow_redirects=False)
+
+
+def test_capture_form_only_for_deployed_or_capture_failed(api: TestClient, ctx: AppContext, admin: str,
+                                                        admin_headers: dict[str, str]) -> None:
+    deployed = _deployed(ctx)
+    failed = _deployed(ctx, name="rack1-u02")
+    _fire(ctx, failed, Event.CAPTURE, Event.FAIL, error="The agent did not answer.")
+    available = _server(ctx, name="rack1-u03")
+    _fire(ctx, available, *TO_DEPLOYED[:5])
+    fresh = _server(ctx, name="rack1-u04")
+    golden = _build_plan(api, admin_headers, "generalize <linux>", "capture")
+    deploy = _build_plan(api, admin_headers, "deploy as is", "deploy")
+    _signed_in(api)
+
+    page = api.get(f"/ui/servers/{deployed}").text
+    form = _capture_form(page)
+    assert form is not None and f'action="/ui/servers/{deployed}/capture"' in form and 'method="post"' in form
+    assert f'name="csrf" value="{_meta_csrf(page)}"' in form
+    assert 'name="name" required' in form and 'name="description"' in form
+    assert 'name="compress" value="true">' in form  # not checked by default
+    assert '<option value="">none: capture as it is</option>' in form  # the default: nothing selected
+    assert f'<option value="{golden}">generalize &lt;linux&gt;</option>' in form
+    assert deploy not in form and "deploy as is" not in form  # capture build plans only
+    assert "data-capture-task" not in page  # no capture yet
+    _no_inline_code(page)
+
+    failed_page = api.get(f"/ui/servers/{failed}").text
+    assert _capture_form(failed_page) is not None  # a retry
+    assert "Last error: The agent did not answer." in failed_page
+    for other in (available, fresh):
+        text = api.get(f"/ui/servers/{other}").text
+        assert _capture_form(text) is None and "data-capture-form" not in text, other
+
+
+def test_capture_starts_the_task_and_shows_its_progress(api: TestClient, ctx: AppContext, make_user: Any,
+                                                        admin_headers: dict[str, str]) -> None:
+    server_id = _deployed(ctx)
+    plan_id = _build_plan(api, admin_headers, "generalize", "capture")
+    _login_as(api, make_user, Role.OPERATOR)  # operators may capture
+    csrf = _meta_csrf(api.get(f"/ui/servers/{server_id}").text)
+
+    r = _post_capture(api, server_id, csrf, name="web-golden", description="from rack1-u01",
+                      build_plan=plan_id, compress="true")
+    assert r.status_code == 303, r.text
+    assert r.headers["location"] == f"/ui/servers/{server_id}#capture"
+    assert _provision_state(ctx, server_id) == "capturing"
+    [task] = _captures(ctx)
+    assert task.name == "Capture golden image" and task.state == TaskState.NEW
+    assert task.args["name"] == "web-golden" and task.args["description"] == "from rack1-u01"
+    assert task.args["serverId"] == server_id and task.args["compress"] is True
+    assert task.args["buildPlanUri"] == f"/rest/build-plans/{plan_id}"
+    assert task.resource_name == "web-golden" and task.resource_category == "golden-images"
+
+    page = api.get(r.headers["location"])
+    assert page.status_code == 200
+    block = _capture_block(page.text)
+    assert f'data-capture-task="{task.id}"' in block
+    assert f'role="progressbar" data-task-id="{task.id}"' in block  # ui.js polls it
+    assert '<span class="progress-label">0 %</span>' in block
+    assert f'data-task-state="{task.id}" data-state="New"' in block
+    assert f'<a href="/ui/tasks/{task.id}">web-golden</a>' in block
+    assert "No phase has started yet." in block
+    assert 'data-state="capturing"' in page.text and "capturing \u2192 deployed" in page.text
+    assert _capture_form(page.text) is None  # capturing: no second capture
+    _no_inline_code(page.text)
+
+    # Its phases, as the task reports them, make the timeline.
+    with unit_of_work(ctx.session_factory) as db:
+        tasks = TaskService(db, ctx.clock)
+        for name, state, pct in (("Boot the deploy agent", TaskState.COMPLETED, 100),
+                                 ("Read the disk", TaskState.RUNNING, 40)):
+            phase = tasks.create(kind="test-slow", name=name, owner="operator")
+            phase.parent_id, phase.state, phase.percent_complete = task.id, state, pct
+            db.flush()
+        db.get(Task, task.id).state = TaskState.RUNNING  # type: ignore[union-attr]
+    timeline = api.get(f"/ui/servers/{server_id}").text.split("data-capture-phases", 1)[1].split("</ol>", 1)[0]
+    assert timeline.index("Boot the deploy agent") < timeline.index("Read the disk")
+    assert '<span class="progress-label">40 %</span>' in timeline
+    assert 'data-state="Completed"' in timeline and 'data-state="Running"' in timeline
+
+    # Done: the server is deployed again, the page says where the image is and offers the form again.
+    _fire(ctx, server_id, Event.WAIT, Event.RESUME, Event.DONE)
+    with unit_of_work(ctx.session_factory) as db:
+        done = db.get(Task, task.id)
+        assert done is not None
+        done.state, done.percent_complete, done.resource_uri = TaskState.COMPLETED, 100, "/rest/golden-images/g1"
+    page = api.get(f"/ui/servers/{server_id}")
+    block = _capture_block(page.text)
+    assert "The golden image <strong>web-golden</strong> is in the library" in block
+    assert '<span class="progress-label">100 %</span>' in block
+    assert _capture_form(page.text) is not None
+
+
+def test_capture_errors_are_shown_at_the_form(api: TestClient, ctx: AppContext, admin: str,
+                                              admin_headers: dict[str, str]) -> None:
+    server_id = _deployed(ctx)
+    deploy_plan = _build_plan(api, admin_headers, "deploy as is", "deploy")
+    with unit_of_work(ctx.session_factory) as db:
+        db.add(GoldenImage(name="taken", sha256="0" * 64, size=1, virtual_size=1, source_format="qcow2"))
+    csrf = _signed_in(api)
+    typed = {"description": HOSTILE, "compress": "true"}
+
+    taken = _post_capture(api, server_id, csrf, name="taken", **typed)
+    assert taken.status_code == 409  # DUPLICATE_NAME
+    assert taken.headers["content-type"].startswith("text/html")
+    form = _capture_form(taken.text)
+    assert form is not None
+    assert "A golden image named taken already exists." in form  # at the form, not an error page
+    assert '<label class="has-error">Name of the new golden image' in form and 'aria-invalid="true"' in form
+    assert 'value="taken"' in form and 'name="compress" value="true" checked>' in form  # as typed
+    assert HOSTILE not in taken.text and "&lt;script&gt;alert(&#34;bmc&#34;)&lt;/script&gt;" in form
+    assert f'name="csrf" value="{csrf}"' in form  # ready to be sent again
+    _no_inline_code(taken.text)
+
+    not_capture = _post_capture(api, server_id, csrf, name="fresh", build_plan=deploy_plan)
+    assert not_capture.status_code == 400
+    form = _capture_form(not_capture.text)
+    assert form is not None and "deploy as is is a deploy build plan" in form
+    assert '<span class="field-error" id="capture-build_plan-error">not a capture build plan</span>' in form
+    assert f'<option value="{deploy_plan}" selected>deploy as is (a deploy build plan)</option>' in form
+    assert 'value="fresh"' in form
+
+    missing = _post_capture(api, server_id, csrf, name="fresh", build_plan="no-such-plan")
+    assert missing.status_code == 400
+    assert '<option value="no-such-plan" selected>no-such-plan (no such build plan)</option>' in missing.text
+    assert _captures(ctx) == [] and _provision_state(ctx, server_id) == "deployed"  # nothing started
+
+    # A stale page: the server is no longer deployed when the form arrives.
+    _fire(ctx, server_id, Event.CAPTURE)
+    stale = _post_capture(api, server_id, csrf, name="fresh", description="second try")
+    assert stale.status_code == 409
+    form = _capture_form(stale.text)
+    assert form is not None and "The event capture is not allowed in provision state capturing." in form
+    assert 'value="fresh"' in form and 'value="second try"' in form
+    assert _captures(ctx) == []
+
+
+def test_read_only_sees_no_capture_form_and_may_not_post_it(api: TestClient, ctx: AppContext,
+                                                             make_user: Any) -> None:
+    server_id = _deployed(ctx)
+    _login_as(api, make_user, Role.READ_ONLY)
+    page = api.get(f"/ui/servers/{server_id}").text
+    assert _capture_form(page) is None and f"/ui/servers/{server_id}/capture" not in page
+    refused = _post_capture(api, server_id, _meta_csrf(page), name="sneaky")
+    assert refused.status_code == 403
+    assert "Insufficient role" in refused.text and "data-capture-form" not in refused.text
+    assert _captures(ctx) == [] and _provision_state(ctx, server_id) == "deployed"
+
+
+def test_capture_post_needs_the_csrf_token_and_a_server(api: TestClient, ctx: AppContext, admin: str) -> None:
+    server_id = _deployed(ctx)
+    csrf = _signed_in(api)
+    for token in ("", "not-the-token"):
+        r = _post_capture(api, server_id, token, name="forged")
+        assert r.status_code == 403 and "Form rejected" in r.text, token
+    assert _captures(ctx) == [] and _provision_state(ctx, server_id) == "deployed"
+    gone = _post_capture(api, "no-such-server", csrf, name="x")
+    assert gone.status_code == 404 and "was not found" in gone.text
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+@pytest.mark.one_backend
+def test_capture_in_a_browser_follows_phases_and_state(live: LiveAppliance, artifacts_dir: Path,
+                                                       backend: str) -> None:
+    """A live capture of a fake-driver server: the form posts, the page shows the task, hardware.js adds
+    the first phase and re-reads the server into capture-wait (no agent comes); Abort fails the capture,
+    and the page, loaded again, shows the error and offers the form for a retry."""
+    from playwright.sync_api import expect  # here: the other tests of this file need no browser
+
+    from tests.support.browser import WAIT_MS, chromium_page, sign_in
+
+    with live.client(live.login()) as client:
+        added = client.post("/rest/server-hardware", json={
+            "hostname": "fake-9.example", "username": "admin", "password": "fake-bmc-Secret-1", "driver": "fake"})
+        assert added.status_code == 202, added.text
+        deadline = time.monotonic() + 30
+        while (task := client.get(added.json()["uri"]).json())["taskState"] != "Completed":
+            assert time.monotonic() < deadline and task["taskState"] in ("New", "Starting", "Running"), task
+            time.sleep(0.1)
+        server_id = task["associatedResource"]["resourceUri"].rsplit("/", 1)[1]
+        plan = client.post("/rest/build-plans", json={"name": "generalize", "oeBuildPlanType": "capture",
+                                                      "buildStep": [], "customAttributes": []})
+        assert plan.status_code == 201, plan.text
+    engine = create_engine(live.database_url or f"sqlite:///{live.home / 'ingot.db'}")
+    try:
+        with unit_of_work(make_session_factory(engine)) as db:  # the test is the deploy (it was added: manageable)
+            provision = ProvisionService(db)
+            for event in TO_DEPLOYED[1:]:
+                provision.fire(server_id, event)
+    finally:
+        engine.dispose()
+
+    with chromium_page(live, accept_dialogs=True) as page:
+        sign_in(page, f"/ui/servers/{server_id}")
+        form = page.locator("form[data-capture-form]")
+        form.get_by_label("Name of the new golden image").fill("browser-golden")
+        form.get_by_label("Capture build plan").select_option(label="generalize")
+        form.get_by_role("button", name="Capture golden image").click()
+        expect(page).to_have_url(re.compile(rf"/ui/servers/{server_id}#capture$"))
+        block = page.locator("[data-capture-task]")
+        expect(block.get_by_role("link", name="browser-golden")).to_be_visible()
+        expect(block.locator("[data-capture-phases] [data-phase]").first).to_contain_text(
+            "Boot the deploy agent", timeout=WAIT_MS)
+        state = page.locator('[data-sh-field="provisionState"]')
+        expect(state).to_have_text("capture-wait \u2192 deployed", timeout=WAIT_MS)
+        expect(page.locator("form[data-capture-form]")).to_have_count(0)
+        page.screenshot(path=str(artifacts_dir / f"ui-server-capture-running-{backend}.png"), full_page=True)
+
+        page.locator('[data-provision-event="abort"]').click()
+        expect(state).to_have_text("capture-failed", timeout=WAIT_MS)
+        expect(block.locator("[data-task-state]").first).to_have_text("Error", timeout=WAIT_MS)
+        expect(page.locator("form[data-capture-form]")).to_be_visible(timeout=WAIT_MS)  # the page was loaded again
+        expect(page.locator('[data-sh-field="lastError"]')).to_contain_text("Aborted in capture-wait.")
+        page.screenshot(path=str(artifacts_dir / f"ui-server-capture-failed-{backend}.png"), full_page=True)

@@ -7,6 +7,10 @@
  * - Provision events (PUT .../provisionState): inspect starts a task like the power buttons; the
  *   others answer with the server at once, shown in place. The buttons of the events the new state
  *   does not allow are hidden (provisionEvents), and the inventory is redrawn after an inspection.
+ * - A capture into a golden image (server.html's Provisioning panel; the form itself is a plain
+ *   POST to /ui): while it runs, a phase that starts is added to its timeline, the server is re-read
+ *   whenever a phase starts, ends or reports (capturing, capture-wait, ...), and when the task ends
+ *   the page is loaded again (the result, the form back) unless the console is connected.
  * - The serial console is a WebSocket to /rest/server-hardware/{id}/console; output is appended to
  *   a <pre> as text, keystrokes are sent as typed.
  * Everything from the appliance or a BMC is untrusted: it only ever goes into textContent.
@@ -505,6 +509,65 @@
       });
     }, function (err) { I.busy(button, false); I.showError(item.address + ": " + err.message); });
   }
+
+  /* --- the server's capture into a golden image ------------------------------------------------ */
+  var CAPTURE_RELOAD_MS = 600;
+  var capture = { status: null, ended: false };
+
+  /* A phase that started since the page was rendered, drawn as the template draws one. */
+  function phaseItem(id, child) {
+    var li = make("li", "step");
+    li.setAttribute("data-phase", id);
+    taskBlock({ id: id, name: child.name, taskState: child.taskState, percentComplete: child.percentComplete,
+                taskStatus: child.taskStatus }).forEach(function (node) { li.appendChild(node); });
+    return li;
+  }
+
+  function addPhases(block, children) {
+    var list = block.querySelector("[data-capture-phases]");
+    var added = false;
+    children.forEach(function (child) {
+      var id = String(child.uri || "").split("/").pop();
+      if (!id || block.querySelector('[data-phase="' + (window.CSS && CSS.escape ? CSS.escape(id) : id) + '"]')) {
+        return;
+      }
+      if (!list) {
+        list = make("ol", "steps");
+        list.setAttribute("data-capture-phases", "");
+        var none = block.querySelector("[data-no-phases]");
+        if (none) { none.parentNode.insertBefore(list, none); none.hidden = true; } else { block.appendChild(list); }
+      }
+      list.appendChild(phaseItem(id, child));
+      added = true;
+    });
+    if (added) { I.schedulePoll(); }
+  }
+
+  document.addEventListener("ingot:task", function (event) {
+    var task = event.detail;
+    var block = document.querySelector("[data-capture-task]");
+    var page = document.querySelector("[data-server-page]");
+    if (!task || !block || !page || capture.ended || task.id !== block.getAttribute("data-capture-task")) { return; }
+    var serverId = page.getAttribute("data-server");
+    if (Array.isArray(task.childTasks)) { addPhases(block, task.childTasks); }
+    if (I.isActive(task.taskState)) {
+      // The provision state moves with the phases (capture-wait once the agent is booting, capturing
+      // while the OS boots again, deployed): re-read the server when a phase starts, ends or says more.
+      var seen = JSON.stringify([task.taskStatus, (task.childTasks || []).map(function (child) {
+        return [child.taskState, child.taskStatus];
+      })]);
+      if (capture.status !== null && capture.status !== seen) { refreshServer(serverId); }
+      capture.status = seen;
+      return;
+    }
+    capture.ended = true;
+    if (socket) {  // keep the console: update in place
+      if (failed(task)) { I.showError(taskError(task)); }
+      refreshServer(serverId);
+      return;
+    }
+    window.setTimeout(function () { window.location.reload(); }, CAPTURE_RELOAD_MS);
+  });
 
   /* --- serial console ----------------------------------------------------------------------- */
   var socket = null;
