@@ -21,9 +21,9 @@ from appliance.drivers.types import BootDevice, BootSetting, PowerAction, PowerS
 from appliance.errors import ApplianceError, NotFound
 from appliance.models import AgentSession, ServerHardware
 from appliance.services.agents import AgentService
-from appliance.services.provisioning import time_out
-from appliance.states import ProvisionState
-from appliance.tasks.handlers import PhaseReporter
+from appliance.services.provisioning import fire_event, time_out
+from appliance.states import Event, ProvisionState
+from appliance.tasks.handlers import PhaseReporter, TaskContext
 
 POLL_S = 0.5
 REPORT_EVERY = 10  # polls between "still waiting" lines
@@ -55,6 +55,28 @@ class AgentWork:
         since = self.app.clock()
         await self.driver.set_power(PowerAction.CYCLE if power == PowerState.ON else PowerAction.ON)
         return since
+
+    async def boot_and_wait(self, ctx: TaskContext, phase: PhaseReporter, checkpoint: dict[str, Any],
+                            working: ProvisionState) -> datetime:
+        """Boot the agent from ``working`` (then ``wait`` → the wait state; when it was asked goes
+        into the checkpoint as ``since``), or, in a resumed task, take the wait up again; then wait
+        for the agent. Returns when the server entered the wait state (its TTL counts from there).
+
+        :raises AgentWorkFailed: the server is in neither state (or resumed without ``since``).
+        """
+        state, _, entered = await asyncio.to_thread(self._snapshot)
+        if state == working:
+            since = await self.boot_agent(phase)
+            checkpoint["since"] = since.isoformat()
+            await ctx.save_checkpoint(checkpoint)
+            await asyncio.to_thread(fire_event, self.app.session_factory, self.app.clock, self.server_id, Event.WAIT,
+                                    expect=working)
+            state, _, entered = await asyncio.to_thread(self._snapshot)
+        elif state != self.wait_state or "since" not in checkpoint:
+            raise AgentWorkFailed(name=self.name, reason=f"the server is {state}, not {working}")
+        assert entered is not None
+        await self.wait_for_agent(phase, datetime.fromisoformat(checkpoint["since"]), entered)
+        return entered
 
     async def wait_for_agent(self, phase: PhaseReporter, since: datetime, entered: datetime) -> None:
         """Until an agent started after ``since`` has looked itself up for this server."""
@@ -101,7 +123,7 @@ class AgentWork:
 
     async def _guard(self, entered: datetime, command_id: str | None = None) -> None:
         """Raise when the server left the wait state (abort, timeout); fire the timeout when due."""
-        state, last_error = await asyncio.to_thread(self._state)
+        state, last_error, _ = await asyncio.to_thread(self._snapshot)
         if state != self.wait_state:
             if command_id is not None:
                 await asyncio.to_thread(self._cancel, f"The server left {self.wait_state} for {state}.")
@@ -110,12 +132,13 @@ class AgentWork:
             await asyncio.to_thread(self._timeout)
 
     # --- database steps (worker threads) --------------------------------------------------------
-    def _state(self) -> tuple[ProvisionState, str | None]:
+    def _snapshot(self) -> tuple[ProvisionState, str | None, datetime | None]:
+        """The server's provision state, last error and when it entered the state."""
         with unit_of_work(self.app.session_factory) as db:
             row = db.get(ServerHardware, self.server_id)
             if row is None:
                 raise NotFound(kind="server hardware", ident=self.server_id)
-            return ProvisionState(row.provision_state), row.last_error
+            return ProvisionState(row.provision_state), row.last_error, row.provision_updated
 
     def _agent_started(self) -> datetime | None:
         with unit_of_work(self.app.session_factory) as db:

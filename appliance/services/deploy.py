@@ -33,7 +33,6 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any, ClassVar
 
 from appliance.db.base import new_id
@@ -45,7 +44,7 @@ from appliance.services.agent_work import AgentWork, AgentWorkFailed
 from appliance.services.agents import AgentService
 from appliance.services.os_volumes import PROGRESS_INTERVAL_S
 from appliance.services.personalize import personalize_volume, resolve_deployment_plan
-from appliance.services.provisioning import ProvisionService, fire_event, wait_ttls
+from appliance.services.provisioning import ProvisionService, wait_ttls
 from appliance.services.server_hardware_tasks import ServerHardwareTask
 from appliance.services.server_profiles import CATEGORY, TASK_APPLY, TASK_DELETE, profile_uri
 from appliance.states import Event, ProvisionState
@@ -88,16 +87,6 @@ class ProfileTask(ServerHardwareTask):
             values = {e["name"]: e["value"] for e in row.os_custom_attributes if e["name"] not in row.sealed_attributes}
             return Profile(row.id, row.name, row.server_hardware_id, row.deployment_plan_id, values,
                            dict(row.sealed_attributes), row.os_volume_id, dict(row.root_device_hints), row.task_id)
-
-    def _provision_state(self, server_id: str) -> tuple[PS, datetime | None]:
-        with unit_of_work(self.app.session_factory) as db:
-            row = db.get(ServerHardware, server_id)
-            if row is None:
-                raise NotFound(kind="server hardware", ident=server_id)
-            return PS(row.provision_state), row.provision_updated
-
-    def _fire(self, server_id: str, event: Event, expect: PS | None = None, error: str | None = None) -> PS:
-        return fire_event(self.app.session_factory, self.app.clock, server_id, event, expect=expect, error=error)
 
     def _mark(self, profile_id: str, state: str, status: str = "OK", reason: str | None = None,
               volume_id: str | None = None) -> None:
@@ -162,17 +151,7 @@ class ServerProfileApplyTask(ProfileTask):
                          wait_ttls(self.app.settings.provisioning)[PS.DEPLOY_WAIT])
         if "written" not in checkpoint:
             async with ctx.phase("Boot the deploy agent", 60) as phase:
-                state, _ = await ctx.run_sync(self._provision_state, server_id)
-                if state == PS.DEPLOYING:
-                    since = await work.boot_agent(phase)
-                    checkpoint["since"] = since.isoformat()
-                    await ctx.save_checkpoint(checkpoint)
-                    await ctx.run_sync(self._fire, server_id, Event.WAIT, PS.DEPLOYING)
-                elif state != PS.DEPLOY_WAIT or "since" not in checkpoint:
-                    raise AgentWorkFailed(name=managed.name, reason=f"the server is {state}, not deploying")
-                _, entered = await ctx.run_sync(self._provision_state, server_id)
-                assert entered is not None
-                await work.wait_for_agent(phase, datetime.fromisoformat(checkpoint["since"]), entered)
+                entered = await work.boot_and_wait(ctx, phase, checkpoint, PS.DEPLOYING)
             async with ctx.phase("Write the image", 90) as phase:
                 image = checkpoint["image"]
                 params = {"url": agent_image_path(server_id), "sha256": image["sha256"], "size": image["size"],

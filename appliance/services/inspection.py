@@ -29,7 +29,7 @@ from appliance.drivers.types import BootDevice, BootSetting, PowerAction, PowerS
 from appliance.errors import ApplianceError
 from appliance.models import ServerHardware
 from appliance.services.agents import AgentService
-from appliance.services.provisioning import ProvisionService, fire_event, time_out, wait_ttls
+from appliance.services.provisioning import ProvisionService, time_out, wait_ttls
 from appliance.services.server_hardware import TASK_INSPECT
 from appliance.services.server_hardware_tasks import ServerHardwareTask
 from appliance.states import Event, ProvisionState
@@ -124,9 +124,6 @@ class InspectTask(ServerHardwareTask):
         with unit_of_work(self.app.session_factory) as db:
             row = db.get(ServerHardware, server_id)
             return row.last_error if row is not None else None
-
-    def _fire(self, server_id: str, event: Event, expect: PS) -> None:
-        fire_event(self.app.session_factory, self.app.clock, server_id, event, expect=expect)
 
     def _timeout(self, server_id: str, ttl: int) -> None:
         time_out(self.app.session_factory, self.app.clock, server_id, PS.INSPECT_WAIT, ttl,

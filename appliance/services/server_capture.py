@@ -25,7 +25,6 @@ on from the received disk.
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime
 from typing import Any, ClassVar
 
 from sqlalchemy import select
@@ -48,7 +47,7 @@ from appliance.services.golden_images import (
     capture_plan,
     log_stamp,
 )
-from appliance.services.provisioning import ProvisionService, fire_event, wait_ttls
+from appliance.services.provisioning import ProvisionService, wait_ttls
 from appliance.services.server_hardware_tasks import ServerHardwareTask
 from appliance.services.tasks import ResourceRef, TaskService
 from appliance.states import Event, ProvisionState
@@ -139,17 +138,7 @@ class ServerCaptureTask(ServerHardwareTask):
         work = AgentWork(self.app, driver, server_id, server_name, PS.CAPTURE_WAIT,
                          wait_ttls(self.app.settings.provisioning)[PS.CAPTURE_WAIT])
         async with ctx.phase("Boot the deploy agent", 20) as phase:
-            state, entered = await ctx.run_sync(self._provision_state, server_id)
-            if state == PS.CAPTURING:
-                since = await work.boot_agent(phase)
-                checkpoint["since"] = since.isoformat()
-                await ctx.save_checkpoint(checkpoint)
-                await ctx.run_sync(self._fire, server_id, Event.WAIT, PS.CAPTURING)
-                state, entered = await ctx.run_sync(self._provision_state, server_id)
-            elif state != PS.CAPTURE_WAIT or "since" not in checkpoint:
-                raise AgentWorkFailed(name=server_name, reason=f"the server is {state}, not capturing")
-            assert entered is not None
-            await work.wait_for_agent(phase, datetime.fromisoformat(checkpoint["since"]), entered)
+            entered = await work.boot_and_wait(ctx, phase, checkpoint, PS.CAPTURING)
         async with ctx.phase("Read the disk", 60) as phase:
             await ctx.run_sync(self._remove_upload, checkpoint)
             await ctx.run_sync(self._cancel_commands, server_id, "A new read of the disk replaces this one.")
@@ -209,16 +198,6 @@ class ServerCaptureTask(ServerHardwareTask):
                                   reason=f"the disk arrived with SHA-256 {arrived}; the agent read {digest}")
         return {"bytes": size, "sha256": digest, "device": result.get("device"), "layout": result.get("layout"),
                 "sent": result.get("sent")}
-
-    def _provision_state(self, server_id: str) -> tuple[PS, datetime | None]:
-        with unit_of_work(self.app.session_factory) as db:
-            row = db.get(ServerHardware, server_id)
-            if row is None:
-                raise NotFound(kind="server hardware", ident=server_id)
-            return PS(row.provision_state), row.provision_updated
-
-    def _fire(self, server_id: str, event: Event, expect: PS | None = None) -> PS:
-        return fire_event(self.app.session_factory, self.app.clock, server_id, event, expect=expect)
 
     def _fail_state(self, server_id: str, reason: str) -> bool:
         with unit_of_work(self.app.session_factory) as db:

@@ -14,6 +14,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, ClassVar
 
 from sqlalchemy import update
@@ -26,7 +27,7 @@ from appliance.models import ServerHardware
 from appliance.repositories.alerts import AlertRepository
 from appliance.repositories.server_hardware import ServerHardwareRepository
 from appliance.services.alerts import AlertService
-from appliance.services.provisioning import ProvisionService
+from appliance.services.provisioning import ProvisionService, fire_event
 from appliance.services.server_hardware import (
     ADDING,
     CATEGORY,
@@ -78,6 +79,19 @@ class ServerHardwareTask(TaskHandler):
             if states is not None and server.state not in states:
                 raise NotFound(kind="server hardware in a serviceable state", ident=server.name)
             return Managed(server.id, server.name, service.target(server), server.expected_power)
+
+    def _provision_state(self, server_id: str) -> tuple[ProvisionState, datetime | None]:
+        """The server's provision state and when it entered it (a worker thread's call)."""
+        with unit_of_work(self.app.session_factory) as db:
+            row = db.get(ServerHardware, server_id)
+            if row is None:
+                raise NotFound(kind="server hardware", ident=server_id)
+            return ProvisionState(row.provision_state), row.provision_updated
+
+    def _fire(self, server_id: str, event: Event, expect: ProvisionState | None = None,
+              error: str | None = None) -> ProvisionState:
+        """``event`` in a transaction of its own (provisioning.fire_event; a worker thread's call)."""
+        return fire_event(self.app.session_factory, self.app.clock, server_id, event, expect=expect, error=error)
 
     async def managed(self, ctx: TaskContext, states: tuple[str, ...] | None = SERVICEABLE) -> Managed:
         server = await ctx.run_sync(self._load, ctx.args["id"], states)
