@@ -20,8 +20,9 @@ demo disk          a bootable qcow2 golden image: ``--variant=minbase`` + system
                    extlinux on the active ext4 partition; UEFI through an EFI system partition
                    (type 0xEF, FAT) holding systemd-boot as the removable-media loader
                    ``\EFI\BOOT\BOOTX64.EFI`` and a copy of the kernel and initramfs.
-                   systemd-networkd takes a DHCP lease, and a first-boot unit prints
-                   ``INGOT-DEMO booted hostname=... addresses=... machine_id=...`` on ttyS0.
+                   systemd-networkd takes a DHCP lease, and a unit prints ``INGOT-DEMO booted
+                   hostname=... addresses=... machine_id=... first_boot=...`` on ttyS0 at every
+                   boot; ``first_boot`` is who first booted the disk (a file it writes then).
 =================  ==========================================================================
 
 Both are cached under ``cache_dir`` by a content key over the recipe (mmdebstrap options,
@@ -168,7 +169,7 @@ exit 0
 
 # ---------------------------------------------------------------------------------------------
 # Demo disk
-DEMO_FORMAT = 2  # 2: the EFI system partition
+DEMO_FORMAT = 3  # 2: the EFI system partition; 3: the report on every boot, with the first-boot file
 DEMO_PACKAGES = ("systemd-sysv", "udev", "python3-minimal", "iproute2")
 DEMO_HOSTNAME = "ingot-demo"
 DEMO_LABEL = "ingot-root"
@@ -235,17 +236,20 @@ exec switch_root /newroot /sbin/init
 """
 
 DEMO_REPORT = r"""#!/bin/sh
-# Ingot demo image: say on the serial console that this machine booted (once, on its first boot).
+# Ingot demo image: say on the serial console that this machine booted, on every boot. The first
+# boot of a disk also writes down who booted it (/var/lib/ingot/first-boot): a file written after
+# the deploy, which a capture carries to the machines deployed from it, and the line shows it.
 addresses=$(ip -o addr show scope global 2>/dev/null | while read -r _n _dev _family addr _rest; do
   printf '%s,' "$addr"
 done)
 addresses=${addresses%,}
+me="$(hostname)/$(cat /etc/machine-id)"
+mkdir -p /var/lib/ingot
+[ -s /var/lib/ingot/first-boot ] || { echo "$me" >/var/lib/ingot/first-boot; sync; }
 line="INGOT-DEMO booted hostname=$(hostname) addresses=${addresses:-none} machine_id=$(cat /etc/machine-id)"
-line="$line uptime=$(cut -d' ' -f1 /proc/uptime)"
+line="$line uptime=$(cut -d' ' -f1 /proc/uptime) first_boot=$(cat /var/lib/ingot/first-boot)"
 echo "$line"
 if [ -c /dev/ttyS0 ]; then echo "$line" >/dev/ttyS0 2>/dev/null || true; fi
-mkdir -p /var/lib/ingot
-touch /var/lib/ingot/demo-reported
 """
 
 # path in the image -> (content, mode)
@@ -262,9 +266,8 @@ DEMO_FILES: dict[str, tuple[str, int]] = {
         "[Service]\nExecStart=\nExecStart=/usr/lib/systemd/systemd-networkd-wait-online --any --timeout=30\n",
         0o644),
     "etc/systemd/system/ingot-demo-report.service": (
-        "[Unit]\nDescription=Ingot demo image: report the first boot on the serial console\n"
-        "Wants=network-online.target\nAfter=network-online.target\n"
-        "ConditionPathExists=!/var/lib/ingot/demo-reported\n\n"
+        "[Unit]\nDescription=Ingot demo image: report the boot on the serial console\n"
+        "Wants=network-online.target\nAfter=network-online.target\n\n"
         "[Service]\nType=oneshot\nExecStart=/usr/lib/ingot/demo-report\nRemainAfterExit=yes\n\n"
         "[Install]\nWantedBy=multi-user.target\n", 0o644),
     "usr/lib/ingot/demo-report": (DEMO_REPORT, 0o755),

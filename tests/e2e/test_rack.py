@@ -9,7 +9,10 @@ the UEFI server with the demo golden image (extlinux from the MBR, or systemd-bo
 system partition), a build plan that writes the hostname and a static address, and values that
 differ per server: Ingot clones, personalizes and exports a volume per server, the agent writes it to the
 server's disk, and the server reboots from its own disk, whose first-boot report on the serial
-console carries exactly the personalized values; the profiles have their osVolumeUri.
+console carries exactly the personalized values; the profiles have their osVolumeUri. Then the
+BIOS server is captured (the agent streams its disk back; a capture build plan generalizes the
+copy) and the new golden image is deployed to the other BIOS server: it boots with the file the
+first server wrote on its first boot, but with its own host name, address and machine-id.
 Then ``ingot lab down`` must leave no namespace, interface, process or file behind.
 
 Boot timings per phase are written to test-artifacts/e2e-rack-timings.json; serial logs are
@@ -22,12 +25,10 @@ import contextlib
 import ipaddress
 import json
 import os
-import re
 import shutil
 import ssl
 import subprocess
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,7 @@ import httpx
 import pytest
 from hpeOneView.oneview_client import OneViewClient
 
-from lab import rack
+from lab import demo_plans, rack
 from lab.demo import PHASES, Server, boot_all
 from lab.images import build_demo_disk
 from lab.netns import list_namespaces
@@ -132,11 +133,8 @@ def assert_inventory_matches(inventory: dict[str, Any] | None, vm: dict[str, Any
     assert inventory["system"]["product_uuid"].lower() == vm["uuid"].lower()
 
 
-HOSTNAME_SCRIPT = "mount /dev/sda1 /\nupload -<<END /etc/hostname\n@Hostname@\nEND\n"
-NETWORK_SCRIPT = ("upload -<<END /etc/systemd/network/20-wired.network\n[Match]\nName=en* eth*\n\n[Network]\n"
-                  "Address=@Address@/@Prefix:24@\nDHCP=no\nEND\numount /\n")
-DEMO_LINE = re.compile(r"INGOT-DEMO booted hostname=(\S+) addresses=(\S+) machine_id=([0-9a-f]{32}) ")
 DEPLOY_TIMEOUT_S = 900.0  # two servers at once under TCG: clone, guestfish, 1 GiB over virtio, two boots
+CAPTURE_TIMEOUT_S = 900.0
 
 
 def api_client(lab: dict[str, Any]) -> httpx.Client:
@@ -149,55 +147,20 @@ def api_client(lab: dict[str, Any]) -> httpx.Client:
     return api
 
 
-def wait_for_task(api: httpx.Client, uri: str, timeout: float) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        task: dict[str, Any] = api.get(uri).json()
-        if task["taskState"] not in ("New", "Starting", "Pending", "Running", "Stopping"):
-            return task
-        assert time.monotonic() < deadline, f"{uri} still {task['taskState']}: {task['taskStatus']}"
-        time.sleep(1)
-
-
-def deployment_plan(api: httpx.Client, image_path: Path) -> str:
-    """The demo golden image, two plan scripts, a build plan and a deployment plan; its OneView URI."""
-    with image_path.open("rb") as f:
-        upload = api.post("/rest/golden-images", params={"name": "demo", "description": "lab demo disk"},
-                          files={"file": ("demo.qcow2", f, "application/octet-stream")})
-    assert upload.status_code == 202, upload.text
-    image = wait_for_task(api, upload.headers["location"], 600)
-    assert image["taskState"] == "Completed", image["taskErrors"]
-    scripts = [api.post("/rest/plan-scripts", json={"name": name, "description": "", "planType": "deploy",
-                                                     "content": content}).json()
-               for name, content in (("hostname", HOSTNAME_SCRIPT), ("network", NETWORK_SCRIPT))]
-    build = api.post("/rest/build-plans", json={
-        "name": "demo personalize", "description": "", "oeBuildPlanType": "deploy",
-        "buildStep": [{"serialNumber": str(n), "planScriptUri": s["uri"], "parameters": ""}
-                      for n, s in enumerate(scripts, 1)],
-        "customAttributes": [
-            {"name": "Hostname", "type": "hostname", "value": "", "description": "", "constraints": "{}"},
-            {"name": "Address", "type": "ipv4", "value": "", "description": "", "constraints": "{}"},
-            {"name": "Prefix", "type": "number", "value": "24", "description": "",
-             "constraints": json.dumps({"minimum": 8, "maximum": 30})}]})
-    assert build.status_code == 201, build.text
-    plan = api.post("/rest/deployment-plans", json={
-        "name": "demo", "description": "", "oeBuildPlanURI": build.json()["uri"],
-        "goldenImageURI": image["associatedResource"]["resourceUri"]})
-    assert plan.status_code in (201, 202), plan.text
-    return f"/rest/os-deployment-plans/{plan.json()['id']}"
-
-
 def test_sdk_profiles_deploy_personalized_servers_that_boot_from_their_own_disks(
         lab: dict[str, Any], artifacts_dir: Path) -> None:
     disk = build_demo_disk(artifacts_dir / "cache" / "lab-images")
     with contextlib.closing(api_client(lab)) as api:
-        osdp = deployment_plan(api, disk.path)
+        image = demo_plans.upload_golden_image(api, disk.path)
+        lab["demo_build_plan"] = demo_plans.personalize_plan(api)
+        osdp = demo_plans.deployment_plan(api, "demo", lab["demo_build_plan"], image)
         servers = {m["mpHostInfo"]["mpHostName"]: m for m in api.get("/rest/server-hardware").json()["members"]}
     network = ipaddress.IPv4Network(lab["provisioning_network"])
     # One server of each firmware: the same image boots through extlinux on one and through its
     # EFI system partition on the other.
     chosen = [next(vm for vm in lab["servers"] if vm["firmware"] == firmware) for firmware in ("bios", "uefi")]
-    wanted = {vm["name"]: {"hostname": f"deployed-{vm['name']}", "address": str(network.network_address + 240 + i),
+    wanted = {vm["name"]: {"name": vm["name"], "hostname": f"deployed-{vm['name']}",
+                           "address": str(network.network_address + 240 + i),
                            "server": servers[vm["bmc"]["address"]], "serial_log": Path(vm["serial_log"])}
               for i, vm in enumerate(chosen)}
     ov = OneViewClient({"ip": lab["url"].removeprefix("https://"),
@@ -227,26 +190,59 @@ def test_sdk_profiles_deploy_personalized_servers_that_boot_from_their_own_disks
         profile = want["profile"]
         assert profile["osDeploymentSettings"]["osVolumeUri"].startswith("/rest/os-volumes/"), profile
         assert ov.server_hardware.get_by_uri(want["server"]["uri"]).data["provisionState"] == "deployed"
-        line = wait_for_line(want["serial_log"], DEMO_LINE, 300)
-        found = DEMO_LINE.search(line)
-        assert found, line
+        found = demo_plans.wait_for_line(want["serial_log"], 300)
+        line = found.group(0)
         assert found.group(1) == want["hostname"], line  # exactly the personalized values
         ipv4 = [a for a in found.group(2).split(",") if "." in a]  # (IPv6: the lab's router advertisements)
         assert ipv4 == [f"{want['address']}/24"], line  # the static address only: DHCP is off
-    machine_ids = {DEMO_LINE.search(wait_for_line(w["serial_log"], DEMO_LINE, 1)).group(3)  # type: ignore[union-attr]
-                   for w in wanted.values()}
-    assert len(machine_ids) == len(wanted)  # each server made its own on its first boot
+        want["machine_id"] = found.group(3)
+        assert found.group(4) == f"{want['hostname']}/{found.group(3)}", line  # the file its first boot wrote
+    assert len({w["machine_id"] for w in wanted.values()}) == len(wanted)  # each server made its own
+    lab["deployed"] = {firmware: wanted[vm["name"]] for firmware, vm in zip(("bios", "uefi"), chosen, strict=True)}
 
 
-def wait_for_line(path: Path, pattern: re.Pattern[str], timeout: float) -> str:
-    deadline = time.monotonic() + timeout
-    while True:
-        text = path.read_text(errors="replace") if path.exists() else ""
-        lines = [line for line in text.splitlines() if pattern.search(line)]
-        if lines:
-            return lines[-1]
-        assert time.monotonic() < deadline, f"no {pattern.pattern!r} in {path} after {timeout:.0f} s"
-        time.sleep(1)
+def test_a_captured_server_deployed_to_another_carries_its_files_not_its_identity(
+        lab: dict[str, Any], artifacts_dir: Path) -> None:
+    """Server 1 (deployed above) is captured through a capture build plan that generalizes the copy,
+    and the new golden image is deployed to server 2: server 2 has the file server 1 wrote on its
+    first boot, but its own host name, address and machine-id; server 1 runs on as itself."""
+    first = lab.get("deployed", {}).get("bios")
+    assert first is not None, "the deploy test runs first and deploys a BIOS server"
+    second = next(vm for vm in lab["servers"] if vm["firmware"] == "bios" and vm["name"] != first["name"])
+    network = ipaddress.IPv4Network(lab["provisioning_network"])
+    hostname, address = f"deployed-{second['name']}", str(network.network_address + 242)
+    serial1, serial2 = first["serial_log"], Path(second["serial_log"])
+    with contextlib.closing(api_client(lab)) as api:
+        generalize = demo_plans.generalize_plan(api)
+        seen = serial1.stat().st_size
+        r = api.post("/rest/golden-images", json=demo_plans.capture_body("captured-demo", first["server"]["uri"],
+                                                                         generalize))
+        assert r.status_code == 202, r.text
+        task = demo_plans.wait_for_task(api, r.json()["uri"], CAPTURE_TIMEOUT_S)
+        shutil.copyfile(serial1, artifacts_dir / "e2e-capture-server1.serial.log")
+        assert task["taskState"] == "Completed", task["taskErrors"]
+        assert [c["name"] for c in task["childTasks"]] == ["Boot the deploy agent", "Read the disk",
+                                                           "Boot the operating system"]
+        image = api.get(task["associatedResource"]["resourceUri"]).json()
+        assert image["imageCapture"] is True and image["buildPlanUri"] == generalize
+        assert api.get(first["server"]["uri"]).json()["provisionState"] == "deployed"
+        osdp = demo_plans.deployment_plan(api, "captured demo", lab["demo_build_plan"], image["uri"])
+        servers = {m["mpHostInfo"]["mpHostName"]: m for m in api.get("/rest/server-hardware").json()["members"]}
+        r = api.post("/rest/server-profiles", json=demo_plans.profile_body(
+            f"profile-{second['name']}", servers[second["bmc"]["address"]]["uri"], osdp, hostname, address))
+        assert r.status_code == 202, r.text
+        deployed = demo_plans.wait_for_task(api, r.json()["uri"], DEPLOY_TIMEOUT_S)
+        shutil.copyfile(serial2, artifacts_dir / "e2e-capture-server2.serial.log")
+        assert deployed["taskState"] == "Completed", deployed["taskErrors"]
+    # Server 1 booted its own disk again after the capture, as itself.
+    again = demo_plans.wait_for_line(serial1, 300, after=seen)
+    assert (again.group(1), again.group(3)) == (first["hostname"], first["machine_id"]), again.group(0)
+    # Server 2: server 1's file, its own identity.
+    found = demo_plans.wait_for_line(serial2, 300)
+    line = found.group(0)
+    assert found.group(4) == f"{first['hostname']}/{first['machine_id']}", line  # written on server 1
+    assert found.group(1) == hostname and found.group(3) != first["machine_id"], line
+    assert [a for a in found.group(2).split(",") if "." in a] == [f"{address}/24"], line
 
 
 def test_lab_down_leaves_nothing_behind(lab: dict[str, Any]) -> None:
