@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import ssl
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
-from websockets.sync.client import connect
+from websockets.sync.client import ClientConnection, connect
 
 from tests.support.ipmi_sim import FRU, IpmiSim, ipmi_sim_fixture  # noqa: F401 - fixture
 from tests.support.ipmi_sim import PASSWORD as IPMI_PASSWORD
@@ -86,6 +87,30 @@ def _no_secrets(live: LiveAppliance, api: Recorder, *secrets: str) -> None:
             assert secret not in text, f"a BMC password appears in the {where}"
 
 
+
+def open_console(url: str, tls: ssl.SSLContext, session: str, timeout: float = 30) -> ClientConnection:
+    """websockets' connect with a bound of its own. After an opening handshake that timed out,
+    websockets 17 waits for its reader thread, which a TLS socket does not always wake: in CI under
+    load that wait lasted 20 minutes. So the connect runs in a daemon thread, and past ``timeout``
+    the test fails instead of hanging."""
+    opened: list[ClientConnection] = []
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            opened.append(connect(url, ssl=tls, additional_headers={"auth": session}, open_timeout=timeout))
+        except BaseException as exc:  # handed to the test below
+            failed.append(exc)
+
+    worker = threading.Thread(target=run, name="console-connect", daemon=True)
+    worker.start()
+    worker.join(timeout + 10)
+    if failed:
+        raise failed[0]
+    if not opened:
+        pytest.fail(f"the console websocket {url} did not open within {timeout + 10:.0f} s")
+    return opened[0]
+
 def test_ipmi_server_through_ingot(appliance: LiveAppliance, api: Recorder, ipmi_sim: IpmiSim) -> None:
     ipmi_sim.ipmitool("chassis", "power", "off")
     ipmi_sim.ipmitool("chassis", "bootdev", "none")
@@ -120,7 +145,7 @@ def test_ipmi_server_through_ingot(appliance: LiveAppliance, api: Recorder, ipmi
     tls = ssl.create_default_context()
     tls.check_hostname, tls.verify_mode = False, ssl.CERT_NONE
     ws_url = appliance.url.replace("https://", "wss://") + uri + "/console"
-    with connect(ws_url, ssl=tls, additional_headers={"auth": api.session}, open_timeout=10) as ws:
+    with open_console(ws_url, tls, api.session) as ws:
         assert b"serial console of sim-1 connected" in ws.recv(timeout=20)  # SOL is active from here
         ipmi_sim.write_serial("Ingot SOL through the websocket\r\n")
         seen = b""
