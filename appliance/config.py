@@ -224,12 +224,17 @@ class BmcSettings(Group):
 
 
 class ProvisioningSettings(Group):
-    """The provision state machine: how long each wait state may last before it times out."""
+    """The provision state machine: how long each wait state may last before it times out, and how
+    many deploys build their images at once."""
 
     inspect_wait_s: int = Field(1800, ge=1, description="Booting the agent and reading the inventory.")
     deploy_wait_s: int = Field(3600, ge=1, description="The agent writing the image, or an installer running.")
     capture_wait_s: int = Field(7200, ge=1, description="The agent streaming a disk back.")
     clean_wait_s: int = Field(3600, ge=1, description="The agent erasing the disks.")
+    parallel_builds: int = Field(
+        2, ge=1, description="Deploys that build their image at once (clone, personalize with a guestfish "
+                             "appliance, export): the CPU- and disk-heavy part. More deploys wait for a slot; "
+                             "the agent's part of each runs in parallel without bound.")
 
 
 class Settings(BaseSettings):

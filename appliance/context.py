@@ -89,6 +89,12 @@ class AppContext:
         return SecretBox.for_home(self.settings.home)
 
     @cached_property
+    def build_slots(self) -> threading.BoundedSemaphore:
+        """Deploys building their image in this process at once (``provisioning.parallel_builds``).
+        A thread semaphore, not asyncio's: a task runner may be restarted on another event loop."""
+        return threading.BoundedSemaphore(self.settings.provisioning.parallel_builds)
+
+    @cached_property
     def bmcs(self) -> BmcPool:
         """The process-wide BMC driver pool; built on first use so processes without BMC work
         (the CLI, most tests) start no worker threads."""

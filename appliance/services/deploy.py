@@ -16,6 +16,10 @@ Apply (``server-profile-apply``; the API already fired ``deploy`` or ``redeploy`
 6. **Boot the operating system**: ``resume`` (→ deploying), boot from disk from now on, power
    cycle, ``done`` (→ deployed).
 
+Phases 1-3 are the heavy part (disk copies, a guestfish appliance): at most
+``provisioning.parallel_builds`` deploys run them at once, the others wait for a slot. Phases 4-6
+wait on the server and its agent, and run for every deploy at once.
+
 The task is resumable. Its checkpoint says how far it got: an interrupted build (phases 1-3) is
 thrown away with its half-made volume and done again; after the export, a restarted task picks
 up the wait for the agent or its command where it was. Any failure fires ``fail`` (the server's
@@ -31,7 +35,9 @@ disk → available), and deletes the OS volume and the profile.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -54,6 +60,7 @@ from appliance.tasks.states import ACTIVE_STATES
 PS = ProvisionState
 APPLY_STOP_WAIT_S = 120.0  # how long a delete waits for a cancelled apply to stop
 POWER_OFF_TIMEOUT_S = 60.0
+BUILD_SLOT_POLL_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -176,9 +183,29 @@ class ServerProfileApplyTask(ProfileTask):
         await ctx.run_sync(self._mark, profile.id, "Normal", "OK", None, checkpoint["volume"])
         await ctx.progress(100, f"Deployed {profile.name} on {managed.name}.")
 
+    @contextlib.asynccontextmanager
+    async def _build_slot(self, ctx: TaskContext) -> AsyncIterator[None]:
+        """One of the ``provisioning.parallel_builds`` slots for phases 1-3, waited for as long as it takes."""
+        slots, waiting = self.app.build_slots, False
+        while not slots.acquire(blocking=False):
+            if not waiting:
+                waiting = True
+                await ctx.progress(1, f"Waiting to build the image: {self.app.settings.provisioning.parallel_builds} "
+                                      "deploys are building theirs (provisioning.parallel_builds).")
+            await asyncio.sleep(BUILD_SLOT_POLL_S)
+        try:
+            yield
+        finally:
+            slots.release()
+
     async def _build(self, ctx: TaskContext, profile: Profile, plan_id: str,
                      checkpoint: dict[str, Any]) -> dict[str, Any]:
-        """Phases 1-3; an interrupted earlier build's volume is thrown away first."""
+        """Phases 1-3, in a build slot; an interrupted earlier build's volume is thrown away first."""
+        async with self._build_slot(ctx):
+            return await self._build_in_slot(ctx, profile, plan_id, checkpoint)
+
+    async def _build_in_slot(self, ctx: TaskContext, profile: Profile, plan_id: str,
+                             checkpoint: dict[str, Any]) -> dict[str, Any]:
         store = self.app.images
         if checkpoint.get("volume"):
             await ctx.run_sync(self._delete_volume, checkpoint["volume"])

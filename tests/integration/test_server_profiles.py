@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -358,3 +359,27 @@ def test_refused_captures_and_disk_uploads(api: TestClient, admin_headers: dict[
     r = boot.put(url, content=b"x", headers={"X-Ingot-Agent-Token": "forged", "Content-Range": "bytes 0-0/1"})
     assert r.status_code == 401, r.text
     assert boot.get("/agent/v1/nodes/x/disk/../../etc", headers=agent.headers).status_code == 404
+
+
+def test_deploys_build_their_images_within_the_parallel_bound(api: TestClient, admin_headers: dict[str, str],
+                                                              ctx: AppContext, boot: TestClient,
+                                                              lab: dict[str, Any]) -> None:
+    ctx.__dict__["build_slots"] = threading.BoundedSemaphore(1)  # provisioning.parallel_builds = 1
+    started = [api.post("/rest/server-profiles", headers=admin_headers,
+                        json=profile_body(lab, server, f"node1{n}", f"sp-bound-{n}")).json()["uri"]
+               for n, server in enumerate(lab["servers"])]
+    for server in lab["servers"]:  # the agent's part is not bounded: both wait for their agents at once
+        wait_state(api, admin_headers, server["uri"], "deploy-wait")
+    for server in lab["servers"]:
+        deploy_as_agent(boot, server)
+    tasks = [wait_task(api, admin_headers, uri) for uri in started]
+    assert [t["taskState"] for t in tasks] == ["Completed", "Completed"], [t["taskErrors"] for t in tasks]
+
+    def phase(task: dict[str, Any], name: str) -> dict[str, Any]:
+        uri = next(c["uri"] for c in task["childTasks"] if c["name"] == name)
+        body: dict[str, Any] = api.get(uri, headers=admin_headers).json()
+        return body
+
+    builds = sorted((phase(t, "Create the OS volume")["startTime"], phase(t, "Export the image")["completedTime"])
+                    for t in tasks)
+    assert builds[0][1] <= builds[1][0], builds  # one build after the other, never both at once
