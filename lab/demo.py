@@ -1,16 +1,19 @@
-"""``make demo``: the main job on the emulated rack, as far as the project has got.
+"""``make demo``: the main job on the emulated rack.
 
 Brings the lab up (lab/rack.py: 3 QEMU servers, the last one UEFI, each behind a virtual BMC, and
 the appliance on a private provisioning network), then does what staff would do through the
 REST API: enroll each server by its BMC address only and inspect it: Ingot sets a one-time PXE
 boot and powers it on, the server PXE-boots through Ingot's DHCP, TFTP and HTTP into the deploy
 ramdisk, its agent looks itself up and reports the hardware inventory, and Ingot powers it off
-and marks it available. Progress bars follow each server's phases; a final table gives the time
-of each phase (power-on -> DHCP -> boot loader -> kernel -> agent -> inspected) and what the
-agent found, and the UI address and login are printed.
+and marks it available. Progress bars follow each server's phases; a table gives the time of each
+phase (power-on -> DHCP -> boot loader -> kernel -> agent -> inspected) and what the agent found.
+Then every server is deployed from the demo golden image with a host name and a static address
+of its own, and reports them on its console; the first one is captured back into a new golden
+image (lab/demo_deploy.py). The UI address and login are printed at the end.
 
-Exit status 0 only if every server was inspected. Interactive runs (a TTY on stdin) keep the
-lab up until Ctrl-C; otherwise it is taken down at the end. ``INGOT_HOME`` (default ./var) holds
+Exit status 0 only if every server was inspected and deployed, and the capture succeeded.
+Interactive runs (a TTY on stdin) keep the lab up until Ctrl-C; otherwise it is taken down at
+the end. ``INGOT_HOME`` (default ./var) holds
 the lab and its image cache; ``DEMO_SERVERS`` / ``DEMO_UEFI`` change the rack.
 """
 
@@ -33,7 +36,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from lab import rack
+from lab import demo_deploy, demo_plans, rack
 
 REPO = Path(__file__).resolve().parents[1]
 BOOT_TIMEOUT_S = 300.0  # TCG on two cores: ~10 s (BIOS) to ~30 s (UEFI) per server measured
@@ -229,6 +232,29 @@ def main() -> int:
             rack.down(home, say=console.print)
 
 
+def _deploy_and_capture(api: httpx.Client, home: Path, state: dict[str, Any], servers: list[Server]) -> bool:
+    console.rule("[bold]Deploy the demo golden image: a host name and an address of its own per server")
+    try:
+        deployed, _ = demo_deploy.deploy_all(
+            api, console, state, [{"name": s.name, "firmware": s.firmware, "serial_log": s.serial_log, "uri": s.uri}
+                                  for s in servers], rack.LabPaths(home, state["name"]).cache)
+    except demo_plans.PlanError as exc:
+        console.print(f"[red]{exc}[/red]")
+        return False
+    demo_deploy.report(console, deployed)
+    if any(d.error for d in deployed):
+        return False
+    console.rule(f"[bold]Capture {deployed[0].name} back into a new golden image (generalized)")
+    try:
+        captured = demo_deploy.capture_first(api, console, deployed[0])
+    except demo_plans.PlanError as exc:
+        console.print(f"[red]{exc}[/red]")
+        return False
+    if captured:
+        console.print(f"Captured: {captured}")
+    return captured is not None
+
+
 def _main_job(home: Path, state: dict[str, Any]) -> int:
     servers = [Server(s["name"], s["firmware"], s["bmc"], s["macs"][0].lower(), Path(s["serial_log"]))
                for s in state["servers"]]
@@ -243,8 +269,10 @@ def _main_job(home: Path, state: dict[str, Any]) -> int:
         api.headers["auth"] = login.json()["sessionID"]
         console.rule("[bold]Enroll by BMC address, PXE-boot into the deploy ramdisk")
         boot_all(api, servers)
-    report(servers)
-    ok = all(s.inspected for s in servers)
+        report(servers)
+        ok = all(s.inspected for s in servers)
+        if ok:
+            ok = _deploy_and_capture(api, home, state, servers)
     console.rule("[bold]Log in")
     console.print(f"Web UI and REST API: [bold]{state['url']}/ui/[/bold]  (self-signed certificate: "
                   f"{state['ca_cert']})")
