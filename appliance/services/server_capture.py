@@ -18,8 +18,10 @@ addition next to Image Streamer's ``osVolumeURI``): :func:`start_server_capture`
 
 A failure before phase 3 fires ``fail`` (capture-failed, ``last_error``, the alert), ends the
 agent's commands, and boots the server back into its own disk (best effort: it was only read).
-The task is resumable: a restart during phases 1-2 reads the disk again; after phase 2, it goes
-on from the received disk.
+The task is resumable: a restart during phases 1-2 reads the disk again; after phase 2 it goes on
+from the received disk. The received disk lives in the image store's ``incoming/``, which a start
+sweeps: if it is gone, the disk is read again while the server still waits in the agent, and the
+capture fails (asking for a new one) once the server runs its own OS again.
 """
 
 from __future__ import annotations
@@ -97,6 +99,8 @@ class ServerCaptureTask(ServerHardwareTask):
                f"(task {ctx.task_id})"]
         await ctx.progress(1, f"Capturing the disk of {managed.name} into golden image {name}.")
         try:
+            if "disk" in checkpoint and not await ctx.run_sync(self._received, checkpoint):
+                checkpoint = await self._lost(ctx, server_id, managed.name, checkpoint)
             if "disk" not in checkpoint:
                 checkpoint = await self._read_disk(ctx, driver, server_id, managed.name, checkpoint)
             disk = checkpoint["disk"]
@@ -151,6 +155,18 @@ class ServerCaptureTask(ServerHardwareTask):
             received = await phase.run_with_progress(lambda report: self._check(upload, result, server_name, report),
                                                      "Checking the SHA-256 of what arrived", PROGRESS_INTERVAL_S)
         checkpoint["disk"] = {"command": command_id, **received}
+        await ctx.save_checkpoint(checkpoint)
+        return checkpoint
+
+    async def _lost(self, ctx: TaskContext, server_id: str, server_name: str,
+                    checkpoint: dict[str, Any]) -> dict[str, Any]:
+        """Resumed after a restart whose start-up sweep of ``incoming/`` took the received disk:
+        read it again while the agent is still up, else say so (the server runs its OS again)."""
+        state, _ = await ctx.run_sync(self._provision_state, server_id)
+        if state != PS.CAPTURE_WAIT:
+            raise AgentWorkFailed(name=server_name, reason="the disk read before the appliance restarted is gone; "
+                                                           "capture the server again")
+        checkpoint = {key: value for key, value in checkpoint.items() if key != "disk"}
         await ctx.save_checkpoint(checkpoint)
         return checkpoint
 
@@ -211,6 +227,9 @@ class ServerCaptureTask(ServerHardwareTask):
     def _cancel_commands(self, server_id: str, why: str) -> None:
         with unit_of_work(self.app.session_factory) as db:
             AgentService(db, self.app.clock).cancel_all(server_id, why)
+
+    def _received(self, checkpoint: dict[str, Any]) -> bool:
+        return DiskUpload(self.app.images.incoming_dir, str(checkpoint["disk"]["command"])).path.is_file()
 
     def _remove_upload(self, checkpoint: dict[str, Any]) -> None:
         if checkpoint.get("command"):
