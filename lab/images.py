@@ -132,6 +132,15 @@ else
   echo "INGOT-RAMDISK no network interface"
 fi
 cd /
+# bench/agent_write.py's peer: the plainest way to put an image on a disk, busybox wget into dd
+# (fsynced, as the agent's write is), in place of the agent; then power off.
+peer=$(sed -n 's/.*ingot\.peer_write=\([^ ]*\).*/\1/p' /proc/cmdline)
+if [ -n "$peer" ]; then
+  disk=$(sed -n 's/.*ingot\.peer_disk=\([^ ]*\).*/\1/p' /proc/cmdline)
+  $bb wget -q -O - "$peer" | $bb dd of="${disk:-/dev/vda}" bs=4M conv=fsync 2>/run/ingot/peer.log
+  echo "INGOT-PEER-WRITE done status=$? $(tail -n 1 /run/ingot/peer.log)"
+  $bb poweroff -f
+fi
 python3 -m agent
 echo "INGOT-RAMDISK agent exited status=$? uptime=$(cut -d' ' -f1 /proc/uptime)"
 if grep -qw 'ingot\.poweroff' /proc/cmdline; then
