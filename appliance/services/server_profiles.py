@@ -217,7 +217,10 @@ class ServerProfileService:
             if given:
                 raise InvalidInput(reason="osCustomAttributes need an osDeploymentPlanUri")
             return [], {}
-        _, build_plan = load_deployment_plan(self.db, plan_id)
+        deployment, build_plan = load_deployment_plan(self.db, plan_id)
+        if deployment.golden_image_id is None:  # an installer deploy, which Ingot does not drive yet
+            raise InvalidInput(reason=f"the deployment plan {deployment.name} has no golden image to deploy",
+                               nested=[("osDeploymentSettings.osDeploymentPlanUri", "no golden image")])
         secret_names = {a.name for a in definitions(build_plan) if is_secret(a)}
         sealed: dict[str, str] = {}
         plain: dict[str, object] = {}

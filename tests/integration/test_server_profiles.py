@@ -262,6 +262,16 @@ def test_refused_profiles(api: TestClient, admin_headers: dict[str, str], boot: 
     ]:
         r = api.post("/rest/server-profiles", headers=admin_headers, json=body)
         assert r.status_code == status and words in r.text, (body, r.text)
+    plan = api.get(lab["osdp"].replace("/rest/os-deployment-plans/", "/rest/deployment-plans/"),
+                   headers=admin_headers).json()
+    bare = api.post("/rest/deployment-plans", headers=admin_headers, json={
+        "name": "no image", "description": "", "oeBuildPlanURI": plan["oeBuildPlanURI"]})
+    assert bare.status_code in (201, 202), bare.text
+    r = api.post("/rest/server-profiles", headers=admin_headers, json={
+        **profile_body(lab, server, "x"), "osDeploymentSettings": {
+            "osDeploymentPlanUri": bare.json()["uri"], "osCustomAttributes": [{"name": "Hostname", "value": "x"}]}})
+    assert r.status_code == 400 and "has no golden image" in r.text, r.text
+    assert api.get(server["uri"], headers=admin_headers).json()["provisionState"] == "available"
     managed = api.put(f"{server['uri']}/provisionState", headers=admin_headers, json={"event": "manage"})
     assert managed.status_code == 200
     r = api.post("/rest/server-profiles", headers=admin_headers, json=profile_body(lab, server, "x"))
