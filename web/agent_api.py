@@ -155,7 +155,7 @@ def agent_router(ctx: AppContext) -> APIRouter:
             if len(body) > MAX_RANGE_BYTES:
                 raise PayloadTooLarge(limit=MAX_RANGE_BYTES)
         upload = DiskUpload(ctx.images.incoming_dir, command_id)
-        status = await asyncio.to_thread(upload.receive, where, bytes(body))
+        status = await asyncio.to_thread(upload.receive, where, body)  # no copy of up to 16 MiB
         return status.public()
 
     @router.post("/nodes/{node}/commands/{command_id}")

@@ -78,7 +78,7 @@ class DiskUpload:
         except FileNotFoundError:
             return UploadStatus(0, None, False)
 
-    def receive(self, where: ContentRange, body: bytes) -> UploadStatus:
+    def receive(self, where: ContentRange, body: bytes | bytearray) -> UploadStatus:
         """Write one range (or mark the end); the total must not change once given.
 
         :raises InvalidInput: the body is not the range's length.
@@ -102,7 +102,7 @@ class DiskUpload:
         self.path.unlink(missing_ok=True)
         self._state.unlink(missing_ok=True)
 
-    def _write_range(self, total: int, start: int | None, body: bytes) -> None:
+    def _write_range(self, total: int, start: int | None, body: bytes | bytearray) -> None:
         fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             if os.fstat(fd).st_size != total:
