@@ -41,7 +41,6 @@ from lab import demo_deploy, demo_plans, rack
 REPO = Path(__file__).resolve().parents[1]
 BOOT_TIMEOUT_S = 300.0  # TCG on two cores: ~10 s (BIOS) to ~30 s (UEFI) per server measured
 TASK_TIMEOUT_S = 120.0
-ACTIVE = ("New", "Starting", "Pending", "Running", "Stopping")
 PHASES = ("power-on", "DHCP", "boot loader", "kernel", "agent", "inspected")
 AGENT_LINE = re.compile(r"INGOT-AGENT started mac=(\S+) ip=(\S+)")
 console = Console(width=None if sys.stdout.isatty() else 132)  # a log file gets the whole table
@@ -70,21 +69,6 @@ class Server:
         return "inspected" in self.at
 
 
-def _wait_task(api: httpx.Client, uri: str) -> dict[str, Any]:
-    deadline = time.monotonic() + TASK_TIMEOUT_S
-    while True:
-        task: dict[str, Any] = api.get(uri).json()
-        if task["taskState"] not in ACTIVE:
-            return task
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"task {uri} still {task['taskState']} after {TASK_TIMEOUT_S:.0f} s")
-        time.sleep(0.2)
-
-
-def _task_error(task: dict[str, Any]) -> str:
-    return "; ".join(str(e.get("message")) for e in task.get("taskErrors") or []) or task["taskState"]
-
-
 def _epoch(stamp: str) -> float:
     return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
 
@@ -99,9 +83,9 @@ def enroll(api: httpx.Client, servers: list[Server]) -> None:
         if response.status_code != 202:
             server.error = f"enrolment refused: {response.text[:200]}"
             continue
-        task = _wait_task(api, response.headers["location"])
+        task = demo_plans.wait_for_task(api, response.headers["location"], TASK_TIMEOUT_S)
         if task["taskState"] != "Completed":
-            server.error = f"enrolment failed: {_task_error(task)}"
+            server.error = f"enrolment failed: {demo_plans.task_error(task)}"
             continue
         server.uri = task["associatedResource"]["resourceUri"]
 
@@ -122,10 +106,10 @@ def follow_inspection(api: httpx.Client, server: Server) -> None:
     if server.task is None or server.uri is None or "inspected" in server.at:
         return
     task = api.get(server.task).json()
-    if task["taskState"] in ACTIVE:
+    if task["taskState"] in demo_plans.ACTIVE:
         return
     if task["taskState"] != "Completed":
-        server.error = f"inspection failed: {_task_error(task)}"
+        server.error = f"inspection failed: {demo_plans.task_error(task)}"
         return
     server.inventory = api.get(server.uri).json().get("hardwareInventory")
     server.at["inspected"] = time.time()

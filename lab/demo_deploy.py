@@ -47,10 +47,6 @@ def _phase(task: dict[str, Any]) -> str:
     return str(running[-1]["name"] if running else task.get("taskStatus") or task["taskState"])
 
 
-def _error(task: dict[str, Any]) -> str:
-    return "; ".join(str(e.get("message")) for e in task.get("taskErrors") or []) or task["taskState"]
-
-
 def deploy_all(api: httpx.Client, console: Console, state: dict[str, Any], servers: list[dict[str, Any]],
                cache: Path) -> tuple[list[Deployed], str]:
     """Deploy ``servers`` (name, firmware, serial_log, uri); returns them and the deploy build plan's URI."""
@@ -84,7 +80,7 @@ def deploy_all(api: httpx.Client, console: Console, state: dict[str, Any], serve
                 if task["taskState"] == "Completed":
                     d.seconds = time.monotonic() - started
                 else:
-                    d.error = _error(task)
+                    d.error = demo_plans.task_error(task)
                 progress.update(bars[d.name], phase=(d.error or f"deployed: {d.hostname} {d.address}")[:40])
             if time.monotonic() > deadline:
                 for d in deployed:
@@ -130,7 +126,7 @@ def capture_first(api: httpx.Client, console: Console, server: Deployed) -> str 
                 break
             time.sleep(1)
     if task["taskState"] != "Completed":
-        console.print(f"[red]The capture of {server.name} failed: {_error(task)}[/red]")
+        console.print(f"[red]The capture of {server.name} failed: {demo_plans.task_error(task)}[/red]")
         return None
     image = api.get(task["associatedResource"]["resourceUri"]).json()
     try:

@@ -51,7 +51,12 @@ def wait_for_task(api: httpx.Client, uri: str, timeout: float) -> dict[str, Any]
             return task
         if time.monotonic() > deadline:
             raise PlanError(f"{uri} still {task['taskState']} after {timeout:.0f} s: {task.get('taskStatus')}")
-        time.sleep(1)
+        time.sleep(0.5)
+
+
+def task_error(task: dict[str, Any]) -> str:
+    """What a failed task says: its errors' messages, else its state."""
+    return "; ".join(str(e.get("message")) for e in task.get("taskErrors") or []) or task["taskState"]
 
 
 def _created(response: httpx.Response, what: str) -> dict[str, Any]:
