@@ -28,7 +28,7 @@ TOKEN_HEADER = "X-Ingot-Agent-Token"  # noqa: S105 - a header name
 MAX_BODY = 1 << 20  # an inventory of a large server is a few tens of KiB
 
 
-async def _json_body(request: Request) -> dict[str, Any]:
+async def read_json_body(request: Request) -> dict[str, Any]:
     """The request's JSON object, refused past :data:`MAX_BODY` without reading further."""
     declared = request.headers.get("content-length")
     if declared is not None and (not declared.isdigit() or int(declared) > MAX_BODY):
@@ -73,7 +73,7 @@ def agent_router(ctx: AppContext) -> APIRouter:
 
     @router.post("/lookup")
     async def lookup(request: Request) -> dict[str, Any]:
-        body = await _json_body(request)
+        body = await read_json_body(request)
         macs = body.get("macs")
         token = body.get("token")
         if not isinstance(macs, list) or not all(isinstance(m, str) for m in macs) or not isinstance(token, str):
@@ -91,7 +91,7 @@ def agent_router(ctx: AppContext) -> APIRouter:
     @router.post("/nodes/{node}/inventory")
     async def inventory(node: str, request: Request,
                         token: str | None = Header(None, alias=TOKEN_HEADER)) -> dict[str, str]:
-        body = await _json_body(request)
+        body = await read_json_body(request)
 
         def work(agents: AgentService) -> str:
             session = agents.authenticate(node, token)
@@ -104,7 +104,7 @@ def agent_router(ctx: AppContext) -> APIRouter:
     @router.post("/nodes/{node}/heartbeat")
     async def heartbeat(node: str, request: Request,
                         token: str | None = Header(None, alias=TOKEN_HEADER)) -> dict[str, Any]:
-        body = await _json_body(request)
+        body = await read_json_body(request)
         uptime = body.get("uptimeS")
         if uptime is not None and (not isinstance(uptime, int | float) or isinstance(uptime, bool)):
             raise InvalidInput("uptimeS must be a number.")
@@ -161,7 +161,7 @@ def agent_router(ctx: AppContext) -> APIRouter:
     @router.post("/nodes/{node}/commands/{command_id}")
     async def report(node: str, command_id: str, request: Request,
                      token: str | None = Header(None, alias=TOKEN_HEADER)) -> dict[str, str]:
-        body = await _json_body(request)
+        body = await read_json_body(request)
         percent = body.get("percent")
         result = body.get("result")
         if percent is not None and (not isinstance(percent, int) or isinstance(percent, bool)):

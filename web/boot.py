@@ -23,10 +23,13 @@ from appliance.db.session import unit_of_work
 from appliance.errors import InvalidInput, NotFound
 from appliance.netboot.runtime import BOOTLOADERS, tftp_root
 from appliance.netboot.scripts import RAMDISK_FILES, boot_script, ramdisk_dir
+from appliance.services.installer import installers_dir
 from appliance.services.netboot import NetbootService, parse_mac
+from plans.installer import INSTALLER_FILES, MEDIA_NAME
 from pxe.tftp.files import FileError, resolve
 from web import errors
 from web.agent_api import agent_router
+from web.installer_api import installer_router
 
 IPXE_MEDIA_TYPE = "text/plain; charset=utf-8"
 
@@ -36,6 +39,7 @@ def create_boot_app(ctx: AppContext) -> FastAPI:
     app.state.ctx = ctx
     errors.install(app)
     app.include_router(agent_router(ctx))
+    app.include_router(installer_router(ctx))
     settings = ctx.settings
 
     def event(request: Request, action: str, detail: str, *, mac: str | None = None, ok: bool = True) -> None:
@@ -79,6 +83,12 @@ def create_boot_app(ctx: AppContext) -> FastAPI:
     @app.get("/boot/ramdisk/{name}")
     def ramdisk(name: str, request: Request) -> FileResponse:
         return serve_file(request, ramdisk_dir(settings), name, RAMDISK_FILES)
+
+    @app.get("/boot/installers/{media}/{name}")
+    def installer_media(media: str, name: str, request: Request) -> FileResponse:
+        """An installer's kernel and initrd (installer deploys); only those two names, only in their directory."""
+        return serve_file(request, installers_dir(settings), f"{media}/{name}", tuple(
+            f"{media}/{file}" for file in INSTALLER_FILES) if MEDIA_NAME.fullmatch(media) else ())
 
     @app.get("/boot/nodes/{token}/identity")
     def identity(token: str, request: Request) -> dict[str, Any]:

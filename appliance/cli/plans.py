@@ -20,6 +20,7 @@ from appliance.cli import bundles
 from appliance.cli.client import ApiClient, decode, segment
 from appliance.cli.errors import UsageError
 from appliance.cli.output import Column, JsonOption, note, print_collection, print_resource, when
+from plans.installer import installer_summary
 
 app = typer.Typer(help="OS build plans: plan scripts, build plans and deployment plans.", no_args_is_help=True)
 scripts_app = typer.Typer(help="Plan scripts: guestfish command lists with @tokens@.", no_args_is_help=True)
@@ -83,6 +84,8 @@ DEPLOYMENT_COLUMNS = (
 )
 DEPLOYMENT_FIELDS = (
     *DEPLOYMENT_COLUMNS,
+    Column("Installer", lambda d: installer_summary(d.get("installer")) or "none"),
+    Column("Installer kernel arguments", lambda d: (d.get("installer") or {}).get("kernelArgs") or ""),
     Column("Description", "description"),
     Column("Attributes", lambda d: ", ".join(
         f"{a.get('name')}={a.get('value')}{'' if a.get('editable', True) else ' (fixed)'}"
@@ -234,10 +237,20 @@ def create_deployment_plan(
     attributes: Annotated[Path | None, typer.Option(
         "--attributes", "-a", help="JSON list of {name, value, editable, visible} overriding the build "
         "plan's defaults.")] = None,
+    installer: Annotated[str | None, typer.Option(
+        "--installer", help="Run this installer instead of deploying a golden image: kickstart, preseed or "
+        "autoinstall.")] = None,
+    media: Annotated[str | None, typer.Option(
+        "--media", help="The installer's directory under INGOT_HOME/boot/installers (vmlinuz, initrd.img).")] = None,
+    os_name: Annotated[str | None, typer.Option("--os", help="The installer's OS, e.g. rhel, debian, ubuntu.")] = None,
+    version: Annotated[str | None, typer.Option("--version", help="The OS version, e.g. 9.")] = None,
+    arch: Annotated[str, typer.Option("--arch", help="x86_64 or aarch64.")] = "x86_64",
+    kernel_args: Annotated[str, typer.Option(
+        "--kernel-args", help="More arguments for the installer's kernel, e.g. inst.repo=URL.")] = "",
     description: Annotated[str, typer.Option("--description", "-d")] = "",
     as_json: JsonOption = False,
 ) -> None:
-    """Add a deployment plan: a build plan, optionally a golden image, and attribute defaults."""
+    """Add a deployment plan: a build plan, a golden image or an installer, and attribute defaults."""
     custom = _read_json(attributes, "attributes file") if attributes is not None else []
     if not isinstance(custom, list):
         raise UsageError("The attributes file must hold a JSON list of {name, value, ...}.")
@@ -246,6 +259,11 @@ def create_deployment_plan(
                             "customAttributes": custom}
     if golden_image:
         body["goldenImageURI"] = f"/rest/golden-images/{golden_image}"
+    if installer is not None:
+        body["installer"] = {"kind": installer, "media": media, "os": os_name, "version": version, "arch": arch,
+                             "kernelArgs": kernel_args}
+    elif media or os_name or version or kernel_args:
+        raise UsageError("--media, --os, --version and --kernel-args describe an installer: add --installer KIND.")
     with ApiClient.connect() as client:
         print_resource(decode(client.post(DEPLOYMENT_PLANS, body)), DEPLOYMENT_FIELDS, as_json=as_json)
 

@@ -10,7 +10,7 @@ from appliance.models.golden_image import GoldenImage
 from appliance.models.netboot import BootEvent, BootToken, DhcpLease, DnsRecord, Reservation, Subnet
 from appliance.models.os_volume import OsVolume
 from appliance.models.plan_script import PlanScript
-from appliance.models.server_hardware import AgentCommand, AgentSession, ServerHardware
+from appliance.models.server_hardware import AgentCommand, AgentSession, InstallerSession, ServerHardware
 from appliance.models.server_profile import ServerProfile
 from appliance.models.task import Task, TaskProgress
 from appliance.models.user import ApiToken, LoginSession, User
@@ -18,7 +18,7 @@ from appliance.models.user import ApiToken, LoginSession, User
 __all__ = [
     "AgentCommand", "AgentSession", "Alert", "ApiToken", "ArtifactBundle", "AuditEntry", "Backup",
     "BootEvent", "BootToken", "BuildPlan", "DeploymentPlan", "DhcpLease",
-    "DnsRecord", "GoldenImage", "LoginSession",
+    "DnsRecord", "GoldenImage", "InstallerSession", "LoginSession",
     "OsVolume", "PlanScript", "Reservation", "ServerHardware", "ServerProfile", "Subnet", "Task", "TaskProgress",
     "User",
 ]

@@ -21,6 +21,8 @@ class DeploymentPlan(ResourceMixin, Base):
         String(36), ForeignKey("build_plans.id", ondelete="RESTRICT"), index=True)
     # No foreign key: an installer-based or empty-volume plan has no golden image.
     golden_image_id: Mapped[str | None] = mapped_column(String(36), default=None, index=True)
+    # An installer deploy's installer (plans/installer.py), when the plan has no golden image.
+    installer: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
     hp_provided: Mapped[bool] = mapped_column(Boolean, default=False)
     # Overrides of the build plan's attributes: [{"name", "value", "visible", "editable"}]; a
     # password's value is always null here and its override, if any, sealed in sealed_values.

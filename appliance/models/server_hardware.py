@@ -68,6 +68,26 @@ class AgentSession(Base):
     uptime_s: Mapped[float | None] = mapped_column(Float, default=None)
 
 
+class InstallerSession(Base):
+    """An installer deploy in progress on a server: the token its answer file and callbacks carry
+    (kept as its SHA-256 only; a new one with every boot script), and what the installer has
+    reported. One per server; a new deploy replaces it, and the deploy's end removes it."""
+
+    __tablename__ = "installer_sessions"
+
+    server_hardware_id: Mapped[str] = mapped_column(
+        ForeignKey("server_hardware.id", ondelete="CASCADE"), primary_key=True)
+    # Set each time the server fetches its installer boot script, which carries the token.
+    token_hash: Mapped[str | None] = mapped_column(String(64), unique=True, default=None)
+    profile_id: Mapped[str] = mapped_column(String(36))
+    created: Mapped[datetime] = mapped_column(default=utcnow)
+    fetched: Mapped[datetime | None] = mapped_column(default=None)  # first answer file served
+    started: Mapped[datetime | None] = mapped_column(default=None)  # the "start" callback
+    finished: Mapped[datetime | None] = mapped_column(default=None)  # "success" or "failure"
+    outcome: Mapped[str | None] = mapped_column(String(16), default=None)
+    detail: Mapped[str | None] = mapped_column(Text, default=None)
+
+
 class AgentCommand(Base):
     """One command for a server's agent (docs/agent-api.md): queued by the appliance, handed out by
     a heartbeat once, then reported running, succeeded or failed by the agent."""

@@ -8,6 +8,8 @@ reserved: disk     boot the local disk (sanboot, else exit to the firmware's nex
 reserved: local    boot the local disk (DHCP gives such machines no boot file; a script is
                    only fetched if someone chainloads by hand)
 reserved: none     a refusal
+installing server  the installer media's kernel and initrd, told where its answer file is, with a
+                   fresh token (an installer deploy: appliance/services/installer.py)
 enrolled server    the ramdisk, with a token bound to the server hardware
 unknown            by the subnet's unknown-MAC policy: the ramdisk (``discovery``), the local
                    disk (``address-only``) or a refusal (``ignore``)
@@ -22,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from appliance.config import Settings
+from appliance.services.installer import InstallerBoot, installer_boot, installers_dir, missing_media
 from appliance.services.netboot import NetbootService
 from pxe.ipxe import local_disk_script, netboot_script, refusal_script
 
@@ -31,7 +34,7 @@ RAMDISK_FILES = ("vmlinuz", "initrd.img")
 @dataclass(frozen=True)
 class BootScript:
     text: str
-    outcome: str  # ramdisk | disk | refused
+    outcome: str  # ramdisk | installer | disk | refused
     detail: str
 
 
@@ -42,6 +45,10 @@ def ramdisk_dir(settings: Settings) -> Path:
 def boot_script(service: NetbootService, settings: Settings, mac: str, base_url: str,
                 unknown_policy: str) -> BootScript:
     choice, server = service.boot_choice(mac)
+    if server is not None:
+        install = installer_boot(service.db, server, base_url)
+        if install is not None:
+            return _installer_script(settings, server.name, install)
     if choice == "unknown":
         choice = {"discovery": "netboot", "address-only": "disk"}.get(unknown_policy, "none")
     if choice in ("disk", "local"):
@@ -62,3 +69,15 @@ def boot_script(service: NetbootService, settings: Settings, mac: str, base_url:
     text = netboot_script(kernel_url=f"{base}/boot/ramdisk/vmlinuz", initrd_url=f"{base}/boot/ramdisk/initrd.img",
                           kernel_args=args, comment=f"Ingot: ramdisk for {who}")
     return BootScript(text, "ramdisk", "ramdisk")
+
+
+def _installer_script(settings: Settings, name: str, install: InstallerBoot) -> BootScript:
+    missing = missing_media(settings, install.spec)
+    if missing:
+        where = installers_dir(settings) / install.spec.media
+        return BootScript(refusal_script(f"no installer to boot: {', '.join(missing)} missing in {where}"),
+                          "refused", f"installer media missing in {where}")
+    text = netboot_script(kernel_url=install.kernel_url, initrd_url=install.initrd_url,
+                          kernel_args=[*settings.boot.kernel_args.split(), *install.kernel_args],
+                          comment=f"Ingot: {install.spec.kind} installer for server {name}")
+    return BootScript(text, "installer", f"{install.spec.kind} installer {install.spec.media}")

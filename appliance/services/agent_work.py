@@ -82,7 +82,7 @@ class AgentWork:
         """Until an agent started after ``since`` has looked itself up for this server."""
         polls = 0
         while True:
-            await self._guard(entered)
+            await self.guard(entered)
             started = await asyncio.to_thread(self._agent_started)
             if started is not None and started >= since:
                 await phase.progress(100, "The deploy agent is up.")
@@ -109,7 +109,7 @@ class AgentWork:
         """Follow a queued command to its end (see :meth:`run_command`)."""
         shown: tuple[int, str | None] = (-1, None)
         while True:
-            await self._guard(entered, command_id)
+            await self.guard(entered, command_id)
             state, percent, message, result, error = await asyncio.to_thread(self._command, command_id)
             if state == "succeeded":
                 await phase.progress(100, message or f"{name} done.")
@@ -121,7 +121,7 @@ class AgentWork:
                 await phase.progress(percent, message or f"{name}: {state}.")
             await asyncio.sleep(POLL_S)
 
-    async def _guard(self, entered: datetime, command_id: str | None = None) -> None:
+    async def guard(self, entered: datetime, command_id: str | None = None) -> None:
         """Raise when the server left the wait state (abort, timeout); fire the timeout when due."""
         state, last_error, _ = await asyncio.to_thread(self._snapshot)
         if state != self.wait_state:

@@ -20,6 +20,20 @@ Phases 1-3 are the heavy part (disk copies, a guestfish appliance): at most
 ``provisioning.parallel_builds`` deploys run them at once, the others wait for a slot. Phases 4-6
 wait on the server and its agent, and run for every deploy at once.
 
+**Installer deploys.** When the deployment plan names an installer instead of a golden image
+(``installer`` on the plan, plans/installer.py), the phases are:
+
+1. **Render the answer file**: the installer media's files must be in place and the answer file
+   must render with the profile's values; an installer session opens (appliance/services/installer.py)
+   and an earlier image deploy's OS volume goes.
+2. **Boot the installer**: one-time network boot, power on; ``wait`` (→ deploy-wait). The server's
+   iPXE script is now the installer's, told where its answer file is.
+3. **Install the operating system**: the answer file's callbacks are followed: ``start``, then
+   ``success`` (``resume`` → deploying) or ``failure`` (the deploy fails). Nothing is heard within
+   ``provisioning.deploy_wait_s``: the wait's time-to-live ends it (``timeout`` → deploy-failed).
+4. **Boot the operating system**: boot from disk from now on (the installer reboots the server
+   itself), ``done`` (→ deployed). The profile has no OS volume.
+
 The task is resumable. Its checkpoint says how far it got: an interrupted build (phases 1-3) is
 thrown away with its half-made volume and done again; after the export, a restarted task picks
 up the wait for the agent or its command where it was. Any failure fires ``fail`` (the server's
@@ -39,28 +53,35 @@ import contextlib
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, ClassVar
+
+from sqlalchemy.orm import Session
 
 from appliance.db.base import new_id
 from appliance.db.session import unit_of_work
+from appliance.drivers.base import BmcDriver
 from appliance.drivers.types import BootDevice, BootSetting, PowerAction, PowerState
 from appliance.errors import ApplianceError, NotFound
 from appliance.models import DeploymentPlan, GoldenImage, OsVolume, ServerHardware, ServerProfile, Task
-from appliance.services.agent_work import AgentWork, AgentWorkFailed
+from appliance.services.agent_work import POLL_S, AgentWork, AgentWorkFailed
 from appliance.services.agents import AgentService
+from appliance.services.installer import InstallerFailed, InstallerService
 from appliance.services.os_volumes import PROGRESS_INTERVAL_S
 from appliance.services.personalize import personalize_volume, resolve_deployment_plan
 from appliance.services.provisioning import ProvisionService, wait_ttls
 from appliance.services.server_hardware_tasks import ServerHardwareTask
-from appliance.services.server_profiles import CATEGORY, TASK_APPLY, TASK_DELETE, profile_uri
+from appliance.services.server_profiles import CATEGORY, TASK_APPLY, TASK_DELETE, plain_values, profile_uri
 from appliance.states import Event, ProvisionState
-from appliance.tasks.handlers import Outcome, TaskContext
+from appliance.tasks.handlers import Outcome, PhaseReporter, TaskContext
 from appliance.tasks.states import ACTIVE_STATES
+from plans.installer import InstallerSpec
 
 PS = ProvisionState
 APPLY_STOP_WAIT_S = 120.0  # how long a delete waits for a cancelled apply to stop
 POWER_OFF_TIMEOUT_S = 60.0
 BUILD_SLOT_POLL_S = 0.5
+INSTALLER_REPORT_EVERY = 20  # polls between "still running" lines
 
 
 @dataclass(frozen=True)
@@ -91,8 +112,7 @@ class ProfileTask(ServerHardwareTask):
             row = db.get(ServerProfile, profile_id)
             if row is None:
                 raise NotFound(kind="server profile", ident=profile_id)
-            values = {e["name"]: e["value"] for e in row.os_custom_attributes if e["name"] not in row.sealed_attributes}
-            return Profile(row.id, row.name, row.server_hardware_id, row.deployment_plan_id, values,
+            return Profile(row.id, row.name, row.server_hardware_id, row.deployment_plan_id, plain_values(row),
                            dict(row.sealed_attributes), row.os_volume_id, dict(row.root_device_hints), row.task_id)
 
     def _mark(self, profile_id: str, state: str, status: str = "OK", reason: str | None = None,
@@ -152,6 +172,9 @@ class ServerProfileApplyTask(ProfileTask):
         managed = await ctx.run_sync(self._load, server_id, None)
         driver = self.driver(managed)
         checkpoint = dict(ctx.checkpoint)
+        if await ctx.run_sync(self._runs_installer, plan_id):
+            await self._install(ctx, profile, server_id, managed.name, driver, checkpoint)
+            return
         if "image" not in checkpoint:
             checkpoint = await self._build(ctx, profile, plan_id, checkpoint)
         work = AgentWork(self.app, driver, server_id, managed.name, PS.DEPLOY_WAIT,
@@ -182,6 +205,70 @@ class ServerProfileApplyTask(ProfileTask):
                 raise AgentWorkFailed(name=managed.name, reason=f"the server is {state}, not deploying")
         await ctx.run_sync(self._mark, profile.id, "Normal", "OK", None, checkpoint["volume"])
         await ctx.progress(100, f"Deployed {profile.name} on {managed.name}.")
+
+    async def _install(self, ctx: TaskContext, profile: Profile, server_id: str, name: str, driver: BmcDriver,
+                       checkpoint: dict[str, Any]) -> None:
+        """An installer deploy: render the answer file, boot the installer, follow its callbacks, then let
+        the server boot what it installed (see "Installer deploys" in the module docstring)."""
+        work = AgentWork(self.app, driver, server_id, name, PS.DEPLOY_WAIT,
+                         wait_ttls(self.app.settings.provisioning)[PS.DEPLOY_WAIT])
+        state, _ = await ctx.run_sync(self._provision_state, server_id)
+        if state == PS.DEPLOYING and "installed" not in checkpoint:
+            async with ctx.phase("Render the answer file", 10) as phase:
+                spec = await ctx.run_sync(self._open_installer, profile)
+                await phase.progress(100, f"The {spec.kind} answer file renders with the profile's values; the "
+                                          f"installer media {spec.media} is in place.")
+            async with ctx.phase("Boot the installer", 20) as phase:
+                checkpoint = {"installer": True, "since": (await work.boot_agent(phase)).isoformat()}
+                await ctx.save_checkpoint(checkpoint)
+                await ctx.run_sync(self._fire, server_id, Event.WAIT, PS.DEPLOYING)
+                await phase.progress(100, f"{name} is booting the installer.")
+            state = PS.DEPLOY_WAIT
+        if state == PS.DEPLOY_WAIT:
+            async with ctx.phase("Install the operating system", 90) as phase:
+                _, entered = await ctx.run_sync(self._provision_state, server_id)
+                assert entered is not None
+                await self._follow_installer(phase, work, server_id, name, entered)
+            checkpoint["installed"] = True
+            await ctx.save_checkpoint(checkpoint)
+            state = await ctx.run_sync(self._fire, server_id, Event.RESUME, PS.DEPLOY_WAIT)
+        async with ctx.phase("Boot the operating system", 100) as phase:
+            if state == PS.DEPLOYING:
+                # The installer reboots the server itself when it is done; from now on that is into its disk.
+                await driver.set_boot_device(BootSetting(BootDevice.DISK, persistent=True))
+                await phase.progress(50, "The installer reboots the server; it boots from its disk from now on.")
+                await ctx.run_sync(self._fire, server_id, Event.DONE, PS.DEPLOYING)
+            elif state != PS.DEPLOYED:
+                raise InstallerFailed(name=name, reason=f"the server is {state}, not deploying")
+            await ctx.run_sync(self._close_installer, server_id)
+        await ctx.run_sync(self._mark, profile.id, "Normal", "OK")
+        await ctx.progress(100, f"Deployed {profile.name} on {name} with its installer.")
+
+    async def _follow_installer(self, phase: PhaseReporter, work: AgentWork, server_id: str, name: str,
+                                entered: datetime) -> None:
+        """Until the installer calls back success; its failure callback, an abort or the TTL end it."""
+        polls, shown = 0, ""
+        while True:
+            await work.guard(entered)
+            fetched, started, outcome, detail = await asyncio.to_thread(self._installer_state, server_id)
+            if outcome == "success":
+                await phase.progress(100, "The installer reported success.")
+                return
+            if outcome == "failure":
+                raise InstallerFailed(name=name, reason="the installer reported failure"
+                                      + (f": {detail}" if detail else ""))
+            stage = "running" if started else "fetched" if fetched else "booting"
+            if stage != shown or polls % INSTALLER_REPORT_EVERY == 0:
+                shown = stage
+                waited = int((self.app.clock() - entered).total_seconds())
+                if started:
+                    await phase.progress(30 + min(65, waited // 20), f"The installer is running ({waited} s).")
+                elif fetched:
+                    await phase.progress(20, "The installer fetched its answer file.")
+                else:
+                    await phase.progress(5 + min(10, waited // 10), f"Waiting for the installer to boot ({waited} s).")
+            polls += 1
+            await asyncio.sleep(POLL_S)
 
     @contextlib.asynccontextmanager
     async def _build_slot(self, ctx: TaskContext) -> AsyncIterator[None]:
@@ -267,12 +354,48 @@ class ServerProfileApplyTask(ProfileTask):
         with unit_of_work(self.app.session_factory) as db:
             return resolve_deployment_plan(db, self.app.secrets, plan_id, profile.values, profile.sealed)
 
+    def _runs_installer(self, plan_id: str) -> bool:
+        with unit_of_work(self.app.session_factory) as db:
+            plan = db.get(DeploymentPlan, plan_id)
+            return plan is not None and plan.golden_image_id is None and bool(plan.installer)
+
+    def _installer_service(self, db: Session) -> InstallerService:
+        return InstallerService(db, self.app.secrets, self.app.settings, self.app.clock)
+
+    def _open_installer(self, profile: Profile) -> InstallerSpec:
+        """Check the media and the answer file, open the session, and let go of an earlier image deploy's
+        OS volume (the installer overwrites the disk it was written to)."""
+        with unit_of_work(self.app.session_factory) as db:
+            installer = self._installer_service(db)
+            spec = installer.check(profile.id)
+            installer.open(str(profile.server_id), profile.id)
+            row = db.get(ServerProfile, profile.id)
+            previous = row.os_volume_id if row is not None else None
+            if row is not None:
+                row.os_volume_id = None
+        if previous is not None:
+            self._delete_volume(previous)
+        return spec
+
+    def _installer_state(self, server_id: str) -> tuple[bool, bool, str | None, str | None]:
+        """(answer file fetched, start reported, outcome, detail) of the server's installer session."""
+        with unit_of_work(self.app.session_factory) as db:
+            row = self._installer_service(db).session(server_id)
+            if row is None:
+                raise InstallerFailed(name=server_id, reason="its installer session is gone")
+            return row.fetched is not None, row.started is not None, row.outcome, row.detail
+
+    def _close_installer(self, server_id: str) -> None:
+        with unit_of_work(self.app.session_factory) as db:
+            self._installer_service(db).close(server_id)
+
     def _fail_state(self, server_id: str, reason: str) -> None:
         with unit_of_work(self.app.session_factory) as db:
             row = db.get(ServerHardware, server_id)
             if row is not None and row.provision_state in (PS.DEPLOYING, PS.DEPLOY_WAIT):
                 ProvisionService(db, self.app.clock).fire(server_id, Event.FAIL, error=reason)
             AgentService(db, self.app.clock).cancel_all(server_id, f"The deploy failed: {reason}")
+            self._installer_service(db).close(server_id)
 
     def _mark_failed(self, profile_id: str, reason: str) -> None:
         with unit_of_work(self.app.session_factory) as db:

@@ -31,6 +31,7 @@ from appliance.repositories.golden_images import GoldenImageRepository
 from appliance.secretbox import SecretBox
 from appliance.services.build_plans import build_plan_id_from_uri, definitions, seal_secrets
 from plans.attributes import CustomAttribute, is_secret, validate_all
+from plans.installer import InstallerSpecError, parse_installer
 from plans.tokens import MASK
 
 CATEGORY = "deployment-plans"
@@ -63,6 +64,8 @@ class DeploymentPlanDraft:
     build_plan_uri: str
     golden_image_uri: str | None = None
     custom_attributes: Sequence[Any] = ()
+    installer: object = None  # the client's ``installer`` object, None for none
+    installer_given: bool = True  # False: an update keeps the plan's installer (a client that never heard of it)
 
 
 @dataclass(frozen=True)
@@ -126,10 +129,12 @@ class DeploymentPlanService:
         self._ensure_name_free(name)
         build_plan = self._build_plan(draft.build_plan_uri)
         golden_image_id = self._golden_image(draft.golden_image_uri)
+        installer = self._installer(draft.installer, golden_image_id)
         overrides, sealed = self._overrides(draft.custom_attributes, build_plan, {})
         return self.plans.add(DeploymentPlan(
             name=name, description=draft.description, build_plan_id=build_plan.id, golden_image_id=golden_image_id,
-            hp_provided=False, custom_attributes=overrides, sealed_values=sealed, created_by=owner,
+            installer=installer, hp_provided=False, custom_attributes=overrides, sealed_values=sealed,
+            created_by=owner,
         ))
 
     def update(self, plan_id: str, draft: DeploymentPlanDraft) -> DeploymentPlan:
@@ -138,11 +143,13 @@ class DeploymentPlanService:
         self._ensure_name_free(name, keep=plan.id)
         build_plan = self._build_plan(draft.build_plan_uri)
         golden_image_id = self._golden_image(draft.golden_image_uri)
+        installer = self._installer(draft.installer if draft.installer_given else plan.installer, golden_image_id)
         # Kept passwords stay only while the plan keeps its build plan.
         kept = plan.sealed_values if build_plan.id == plan.build_plan_id else {}
         overrides, sealed = self._overrides(draft.custom_attributes, build_plan, kept)
         plan.name, plan.description, plan.build_plan_id = name, draft.description, build_plan.id
         plan.golden_image_id, plan.custom_attributes, plan.sealed_values = golden_image_id, overrides, sealed
+        plan.installer = installer
         plan.modified = self.clock()
         return plan
 
@@ -192,6 +199,20 @@ class DeploymentPlanService:
             raise InvalidInput(reason=f"goldenImageURI: the golden image {uri} does not exist",
                                nested=[("goldenImageURI", "no such golden image")])
         return image_id
+
+    @staticmethod
+    def _installer(raw: object, golden_image_id: str | None) -> dict[str, Any] | None:
+        """The installer as stored (checked and normalised), or None; a plan deploys an image or runs an
+        installer, never both."""
+        if raw is None:
+            return None
+        if golden_image_id is not None:
+            raise InvalidInput(reason="a deployment plan deploys a golden image or runs an installer, not both: send "
+                                      "goldenImageURI or installer", nested=[("installer", "not with goldenImageURI")])
+        try:
+            return parse_installer(raw).public()
+        except InstallerSpecError as exc:
+            raise InvalidInput(reason=str(exc), nested=[(exc.field, exc.message)]) from None
 
     def _overrides(self, raw: Sequence[Any], build_plan: BuildPlan,
                    kept: Mapping[str, str]) -> tuple[builtins.list[dict[str, Any]], dict[str, str]]:

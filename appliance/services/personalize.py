@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from sqlalchemy.orm import Session
@@ -64,6 +64,7 @@ class ResolvedPlan:
     name: str
     steps: list[PlanStep]
     secrets: list[str]
+    values: dict[str, Any] = field(default_factory=dict)  # every attribute, checked: what an answer file gets
 
 
 def _id_from_uri(uri: str, path: str, field: str) -> str:
@@ -139,7 +140,7 @@ def resolve_build_plan(db: Session, box: SecretBox, build_plan: BuildPlan,
             raise NotFound(kind="plan script", ident=step["planScriptId"])
         text = substitute(script.content, validated, guard=guestfish_safe).text
         steps.append(PlanStep(script.name, text))
-    return ResolvedPlan(build_plan.name, steps, secrets)
+    return ResolvedPlan(build_plan.name, steps, secrets, dict(validated))
 
 
 def load_deployment_plan(db: Session, plan_id: str) -> tuple[DeploymentPlan, BuildPlan]:

@@ -58,6 +58,11 @@ def profile_uri(profile_id: str) -> str:
     return f"/rest/server-profiles/{profile_id}"
 
 
+def plain_values(profile: ServerProfile) -> dict[str, object]:
+    """The profile's attribute values that are not sealed (the sealed ones are in ``sealed_attributes``)."""
+    return {e["name"]: e["value"] for e in profile.os_custom_attributes if e["name"] not in profile.sealed_attributes}
+
+
 def _id_in(uri: str | None, paths: Sequence[str], field_name: str) -> str | None:
     if uri is None or uri == "":
         return None
@@ -218,9 +223,10 @@ class ServerProfileService:
                 raise InvalidInput(reason="osCustomAttributes need an osDeploymentPlanUri")
             return [], {}
         deployment, build_plan = load_deployment_plan(self.db, plan_id)
-        if deployment.golden_image_id is None:  # an installer deploy, which Ingot does not drive yet
-            raise InvalidInput(reason=f"the deployment plan {deployment.name} has no golden image to deploy",
-                               nested=[("osDeploymentSettings.osDeploymentPlanUri", "no golden image")])
+        if deployment.golden_image_id is None and deployment.installer is None:
+            raise InvalidInput(reason=f"the deployment plan {deployment.name} has neither a golden image to deploy nor "
+                                      "an installer to run",
+                               nested=[("osDeploymentSettings.osDeploymentPlanUri", "no golden image or installer")])
         secret_names = {a.name for a in definitions(build_plan) if is_secret(a)}
         sealed: dict[str, str] = {}
         plain: dict[str, object] = {}

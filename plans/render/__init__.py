@@ -33,7 +33,7 @@ from plans.render.context import RenderError, build_context
 from plans.render.kickstart_check import check_kickstart, syntax_for
 from plans.render.passwords import sha512_crypt, windows_password
 
-__all__ = ["KINDS", "Kind", "RenderError", "Rendered", "environment", "render", "sha512_crypt",
+__all__ = ["KINDS", "Kind", "RenderError", "Rendered", "check_target", "environment", "render", "sha512_crypt",
            "windows_password"]
 
 
@@ -126,6 +126,14 @@ def _candidates(kind: str, spec: Kind, os: str | None, version: str | None, arch
                               f"{', '.join(sorted(spec.versions))}")
         names.insert(0, f"{kind}/{os}-{version}-{arch}")
     return names
+
+
+def check_target(kind: str, *, os: str | None = None, version: str | None = None, arch: str = "x86_64") -> None:
+    """Raise :class:`RenderError` unless *kind* has templates for this os/version/arch."""
+    spec = KINDS.get(kind)
+    if spec is None:
+        raise RenderError(f"unknown kind {kind!r}; known kinds: {', '.join(sorted(KINDS))}")
+    _candidates(kind, spec, os, version, arch)
 
 
 def _select(candidates: list[str], file: str) -> jinja2.Template:

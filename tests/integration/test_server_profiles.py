@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -20,6 +21,8 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from pykickstart.parser import KickstartParser
+from pykickstart.version import RHEL9, makeVersion
 
 from appliance.config import Settings
 from appliance.context import AppContext
@@ -270,7 +273,7 @@ def test_refused_profiles(api: TestClient, admin_headers: dict[str, str], boot: 
     r = api.post("/rest/server-profiles", headers=admin_headers, json={
         **profile_body(lab, server, "x"), "osDeploymentSettings": {
             "osDeploymentPlanUri": bare.json()["uri"], "osCustomAttributes": [{"name": "Hostname", "value": "x"}]}})
-    assert r.status_code == 400 and "has no golden image" in r.text, r.text
+    assert r.status_code == 400 and "has neither a golden image to deploy nor an installer" in r.text, r.text
     assert api.get(server["uri"], headers=admin_headers).json()["provisionState"] == "available"
     managed = api.put(f"{server['uri']}/provisionState", headers=admin_headers, json={"event": "manage"})
     assert managed.status_code == 200
@@ -393,3 +396,212 @@ def test_deploys_build_their_images_within_the_parallel_bound(api: TestClient, a
     builds = sorted((phase(t, "Create the OS volume")["startTime"], phase(t, "Export the image")["completedTime"])
                     for t in tasks)
     assert builds[0][1] <= builds[1][0], builds  # one build after the other, never both at once
+
+
+# --- installer deploys ----------------------------------------------------------------------------
+INSTALLER_KERNEL = b"installer kernel\n"
+NIC_CONSTRAINTS = ('{"ipv4static": true, "ipv4dhcp": true, "ipv4disable": false, "parameters": '
+                   '["dns1", "dns2", "gateway", "ipaddress", "mac", "netmask", "vlanid"]}')
+ROOT_HASH = "$6$ingotsalt$" + "a" * 86
+
+
+def installer_plan(api: TestClient, headers: dict[str, str], ctx: AppContext, installer: dict[str, Any],
+                   name: str = "rhel 9 kickstart") -> str:
+    """A build plan with the answer files' vocabulary, a deployment plan running ``installer``, and the
+    installer media in place; returns the plan's OneView URI."""
+    media = ctx.settings.home / "boot" / "installers" / installer["media"]
+    media.mkdir(parents=True, exist_ok=True)
+    (media / "vmlinuz").write_bytes(INSTALLER_KERNEL)
+    (media / "initrd.img").write_bytes(b"installer initrd\n")
+    build = api.post("/rest/build-plans", headers=headers, json={
+        "name": f"{name} attributes", "description": "", "oeBuildPlanType": "deploy", "buildStep": [],
+        "customAttributes": [
+            {"name": "Hostname", "type": "hostname", "value": "", "description": "", "constraints": "{}"},
+            {"name": "RootPassword", "type": "string", "value": ROOT_HASH, "description": "", "constraints": "{}"},
+            {"name": "NIC1", "type": "nic", "value": "", "description": "", "constraints": NIC_CONSTRAINTS}]})
+    assert build.status_code in (201, 202), build.text
+    plan = api.post("/rest/deployment-plans", headers=headers, json={
+        "name": name, "description": "", "oeBuildPlanURI": build.json()["uri"], "installer": installer})
+    assert plan.status_code == 201, plan.text
+    assert plan.json()["installer"]["media"] == installer["media"] and plan.json()["goldenImageURI"] == ""
+    return f"/rest/os-deployment-plans/{plan.json()['id']}"
+
+
+def installer_profile(osdp: str, server: dict[str, Any], hostname: str, address: str) -> dict[str, Any]:
+    """OneView's shape: the NIC flattened into sub-field attributes, no MAC (the server's is used)."""
+    return {"type": "ServerProfileV12", "name": f"sp-{hostname}", "serverHardwareUri": server["uri"],
+            "osDeploymentSettings": {"osDeploymentPlanUri": osdp, "osCustomAttributes": [
+                {"name": "Hostname", "value": hostname}, {"name": "NIC1.dhcp", "value": False},
+                {"name": "NIC1.ipaddress", "value": address}, {"name": "NIC1.netmask", "value": "255.255.255.0"},
+                {"name": "NIC1.gateway", "value": "10.0.0.1"}, {"name": "NIC1.dns1", "value": "10.0.0.2"}]}}
+
+
+def installer_boot(boot: TestClient, server: dict[str, Any]) -> tuple[str, str]:
+    """The server's iPXE script now, and the answer-file URL in its kernel arguments."""
+    script = boot.get(f"/ipxe/{server['macAddresses'][0].lower()}/boot.ipxe").text
+    found = re.search(r"(?:inst\.ks|url|s)=(http://10\.0\.0\.1:8080/installer/[^/\s]+/)(\S*)", script)
+    assert found, script
+    return script, found.group(1)
+
+
+def call_back(boot: TestClient, answer: str, event: str) -> Any:
+    """What the answer file's callback line for ``event`` sends: its URL, bearer token and body."""
+    token = re.search(r"Authorization: Bearer ([A-Za-z0-9_-]+)", answer)
+    url = re.search(r"(http://10\.0\.0\.1:8080/installer/events)", answer)
+    assert token and url and f'{{"event": "{event}"}}' in answer.replace('\\"', '"'), answer
+    return boot.post(url.group(1).removeprefix("http://10.0.0.1:8080"), json={"event": event},
+                     headers={"Authorization": f"Bearer {token.group(1)}"})
+
+
+def child(task: dict[str, Any], name: str) -> dict[str, Any]:
+    return next(c for c in task["childTasks"] if c["name"] == name)
+
+
+def test_an_installer_deploy_boots_the_installer_and_follows_its_callbacks(
+        api: TestClient, admin_headers: dict[str, str], boot: TestClient, lab: dict[str, Any],
+        ctx: AppContext) -> None:
+    osdp = installer_plan(api, admin_headers, ctx, {
+        "kind": "kickstart", "os": "rhel", "version": "9", "media": "rhel-9.4",
+        "kernelArgs": "inst.repo=http://mirror.example/rhel/9.4/BaseOS/x86_64/os/ ip=dhcp"})
+    server = lab["servers"][0]
+    mac = server["macAddresses"][0].lower()
+    r = api.post("/rest/server-profiles", headers=admin_headers,
+                 json=installer_profile(osdp, server, "node-7", "10.0.0.27"))
+    assert r.status_code == 202, r.text
+    wait_state(api, admin_headers, server["uri"], "deploy-wait")
+    machine = bmc(server["mpHostInfo"]["mpHostName"])
+    assert machine.power == "On" and machine.boot.device == "pxe" and not machine.boot.persistent
+
+    script, answers = installer_boot(boot, server)
+    assert "kernel http://10.0.0.1:8080/boot/installers/rhel-9.4/vmlinuz initrd=initrd.img " in script
+    assert "initrd --name initrd.img http://10.0.0.1:8080/boot/installers/rhel-9.4/initrd.img" in script
+    assert " inst.repo=http://mirror.example/rhel/9.4/BaseOS/x86_64/os/ ip=dhcp inst.ks=" in script
+    assert boot.get("/boot/installers/rhel-9.4/vmlinuz").content == INSTALLER_KERNEL
+    path = answers.removeprefix("http://10.0.0.1:8080")
+    kickstart = boot.get(f"{path}ks.cfg")
+    assert kickstart.status_code == 200, kickstart.text
+    parser = KickstartParser(makeVersion(RHEL9))
+    parser.readKickstartFromString(kickstart.text)
+    network = parser.handler.network.network
+    assert parser.handler.network.hostname == "node-7" and parser.handler.rootpw.password == ROOT_HASH
+    assert [(n.device, n.bootProto, n.ip, n.netmask, n.gateway, n.nameserver) for n in network if n.device] == [
+        (mac, "static", "10.0.0.27", "255.255.255.0", "10.0.0.1", "10.0.0.2")]
+    assert boot.get(f"{path}preseed.cfg").status_code == 404  # a kickstart deploy has one answer file
+
+    assert call_back(boot, kickstart.text, "start").status_code == 200
+    task = api.get(r.json()["uri"], headers=admin_headers).json()
+    deadline = time.monotonic() + 30
+    while "The installer is running" not in child(task, "Install the operating system")["taskStatus"]:
+        assert time.monotonic() < deadline, task
+        time.sleep(0.1)
+        task = api.get(r.json()["uri"], headers=admin_headers).json()
+    assert call_back(boot, kickstart.text, "success").status_code == 200
+    task = wait_task(api, admin_headers, r.json()["uri"])
+    assert task["taskState"] == "Completed", task["taskErrors"]
+    assert [(c["name"], c["taskState"]) for c in task["childTasks"]] == [
+        (name, "Completed") for name in ("Render the answer file", "Boot the installer",
+                                         "Install the operating system", "Boot the operating system")]
+    deployed = api.get(server["uri"], headers=admin_headers).json()
+    assert deployed["provisionState"] == "deployed"
+    assert machine.boot.device == "disk" and machine.boot.persistent and machine.commands[-1] == "boot disk"
+    profile = api.get(task["associatedResource"]["resourceUri"], headers=admin_headers).json()
+    assert profile["state"] == "Normal" and not profile["osDeploymentSettings"].get("osVolumeUri")
+    # The deploy has ended, and its token with it; the server's script is no longer the installer's.
+    assert boot.get(f"{path}ks.cfg").status_code == 401
+    assert call_back(boot, kickstart.text, "failure").status_code == 401
+    assert "installers" not in boot.get(f"/ipxe/{mac}/boot.ipxe").text
+    details = [e["detail"] for e in ctx.boot_events.take()]  # the boot services' runtime writes these
+    assert any("answer file ks.cfg for" in d for d in details) and any("installer success on" in d for d in details)
+
+
+def test_an_installer_reporting_failure_fails_the_deploy_powers_off_and_alerts(
+        api: TestClient, admin_headers: dict[str, str], boot: TestClient, lab: dict[str, Any],
+        ctx: AppContext) -> None:
+    osdp = installer_plan(api, admin_headers, ctx, {"kind": "autoinstall", "os": "ubuntu", "media": "noble"},
+                          "ubuntu autoinstall")
+    server = lab["servers"][1]
+    r = api.post("/rest/server-profiles", headers=admin_headers,
+                 json=installer_profile(osdp, server, "node-8", "10.0.0.28"))
+    wait_state(api, admin_headers, server["uri"], "deploy-wait")
+    script, answers = installer_boot(boot, server)
+    assert f" autoinstall ds=nocloud-net;s={answers}\n" in script
+    path = answers.removeprefix("http://10.0.0.1:8080")
+    user_data = boot.get(f"{path}user-data").text
+    assert boot.get(f"{path}meta-data").status_code == 200 and "node-8" in user_data
+    assert boot.get(f"{path}vendor-data").status_code == 404
+    # A second outcome must agree with the first; a bad event is refused.
+    assert boot.post("/installer/events", json={"event": "done"},
+                     headers={"Authorization": "Bearer " + re.findall(r"Bearer ([A-Za-z0-9_-]+)", user_data)[0]}
+                     ).status_code == 400
+    assert call_back(boot, user_data, "failure").status_code == 200
+    assert call_back(boot, user_data, "success").status_code == 409
+    task = wait_task(api, admin_headers, r.json()["uri"])
+    assert task["taskState"] == "Error" and "the installer reported failure" in task["taskErrors"][0]["message"]
+    failed = api.get(server["uri"], headers=admin_headers).json()
+    assert failed["provisionState"] == "deploy-failed" and "the installer reported failure" in failed["lastError"]
+    assert failed["powerState"] == "Off"
+    alerts = api.get("/rest/alerts", headers=admin_headers).json()["members"]
+    assert any(a["associatedResource"]["resourceUri"] == server["uri"] and a["alertState"] == "Active"
+               and "installer reported failure" in a["description"] for a in alerts)
+    assert boot.get(f"{path}user-data").status_code == 401
+
+
+def test_an_installer_that_never_calls_back_times_out_fails_and_alerts(
+        api: TestClient, admin_headers: dict[str, str], boot: TestClient, lab: dict[str, Any],
+        ctx: AppContext) -> None:
+    ctx.settings.provisioning.deploy_wait_s = 2
+    osdp = installer_plan(api, admin_headers, ctx, {"kind": "preseed", "os": "debian", "media": "bookworm"},
+                          "debian preseed")
+    server = lab["servers"][0]
+    r = api.post("/rest/server-profiles", headers=admin_headers,
+                 json=installer_profile(osdp, server, "node-9", "10.0.0.29"))
+    wait_state(api, admin_headers, server["uri"], "deploy-wait")
+    script, answers = installer_boot(boot, server)
+    assert f" auto=true priority=critical url={answers}preseed.cfg\n" in script
+    task = wait_task(api, admin_headers, r.json()["uri"])  # the installer fetched nothing and said nothing
+    assert task["taskState"] == "Error" and "Timed out in deploy-wait" in task["taskErrors"][0]["message"]
+    failed = api.get(server["uri"], headers=admin_headers).json()
+    assert failed["provisionState"] == "deploy-failed" and failed["powerState"] == "Off"
+    alerts = api.get("/rest/alerts", headers=admin_headers).json()["members"]
+    assert any(a["associatedResource"]["resourceUri"] == server["uri"] and a["alertState"] == "Active"
+               and "Timed out in deploy-wait" in a["description"] for a in alerts)
+    profile = api.get(task["associatedResource"]["resourceUri"], headers=admin_headers).json()
+    assert profile["state"] == "Error" and "Timed out" in profile["stateReason"]
+
+
+def test_refused_installer_plans_and_requests(api: TestClient, admin_headers: dict[str, str], boot: TestClient,
+                                              lab: dict[str, Any], ctx: AppContext) -> None:
+    build = api.post("/rest/build-plans", headers=admin_headers, json={
+        "name": "vocabulary", "description": "", "oeBuildPlanType": "deploy", "buildStep": [],
+        "customAttributes": []}).json()
+    base = {"name": "bad", "description": "", "oeBuildPlanURI": build["uri"]}
+    golden = api.get(lab["osdp"].replace("/rest/os-deployment-plans/", "/rest/deployment-plans/"),
+                     headers=admin_headers).json()["goldenImageURI"]
+    for installer, field, words in [
+        ({"kind": "autoyast", "media": "x"}, "installer.kind", "unknown kind"),
+        ({"kind": "unattend", "os": "windows", "version": "2022", "media": "x"}, "installer.kind", "wimboot"),
+        ({"kind": "kickstart", "os": "debian", "media": "x"}, "installer.os", "no templates for os"),
+        ({"kind": "kickstart", "media": "../../etc"}, "installer.media", "directory name"),
+        ({"kind": "kickstart", "media": "x", "kernelArgs": "inst.ks=${evil}"}, "installer.kernelArgs", "iPXE"),
+        ({"kind": "kickstart", "media": "x", "kernelArgs": 'a="b c"'}, "installer.kernelArgs", "iPXE"),
+        ({"kind": "kickstart"}, "installer.media", "is required"),
+        ("kickstart", "installer.kind", "must be an object"),
+    ]:
+        r = api.post("/rest/deployment-plans", headers=admin_headers, json={**base, "installer": installer})
+        assert r.status_code == 400 and words in r.text, (installer, r.text)
+        assert [e["errorSource"] for e in r.json()["nestedErrors"]] == [field], r.text
+    both = api.post("/rest/deployment-plans", headers=admin_headers, json={
+        **base, "goldenImageURI": golden, "installer": {"kind": "kickstart", "media": "x"}})
+    assert both.status_code == 400 and "not both" in both.text
+    assert api.get("/rest/deployment-plans?count=100", headers=admin_headers).json()["total"] == 1
+
+    # The boot listener gives nothing to a guessed token, a traversal or an unknown media file.
+    for path in ("/installer/not-a-token/ks.cfg", "/installer/x/../../etc/passwd"):
+        assert boot.get(path).status_code in (401, 404), path
+    for path in ("/boot/installers/%2e%2e/ramdisk/vmlinuz", "/boot/installers/x/%2e%2e%2f%2e%2e%2fetc/passwd",
+                 "/boot/installers/x/ks.cfg", "/boot/installers/.hidden/vmlinuz"):
+        assert boot.get(path).status_code == 404, path
+    for headers in ({}, {"Authorization": "Basic abc"}, {"Authorization": "Bearer guessed"}):
+        assert boot.post("/installer/events", json={"event": "success"}, headers=headers).status_code == 401
+    assert boot.post("/installer/events", content=b"x" * (2 << 20),
+                     headers={"Authorization": "Bearer guessed"}).status_code in (400, 401)

@@ -37,6 +37,8 @@ class DeploymentPlanCreate(Strict):
     # Checked by the service against the build plan's definitions.
     custom_attributes: list[Any] | None = Field(default=None, alias="customAttributes")
     hp_provided: bool | str | None = Field(default=None, alias="hpProvided")
+    # Ingot's addition: the installer an installer deploy boots (plans/installer.py); checked by the service.
+    installer: Any = None
 
     def draft(self) -> DeploymentPlanDraft:
         for upper, lower, field in ((self.oe_build_plan_uri, self.oe_build_plan_uri_lower, "oeBuildPlan"),
@@ -45,7 +47,8 @@ class DeploymentPlanCreate(Strict):
                 raise InvalidInput(reason=f"{field}URI and {field}Uri name different resources; send one")
         return DeploymentPlanDraft(
             self.name, self.description or "", self.oe_build_plan_uri or self.oe_build_plan_uri_lower or "",
-            self.golden_image_uri or self.golden_image_uri_lower or None, self.custom_attributes or [])
+            self.golden_image_uri or self.golden_image_uri_lower or None, self.custom_attributes or [],
+            self.installer, "installer" in self.model_fields_set)
 
 
 class DeploymentPlanUpdate(DeploymentPlanCreate):
@@ -67,6 +70,7 @@ def deployment_plan_public(plan: DeploymentPlan, build_plan: BuildPlan,
         "oeBuildPlanURI": build_plan_uri(build_plan.id),
         "oeBuildPlanName": build_plan.name,
         "goldenImageURI": golden_image_uri(plan.golden_image_id) if plan.golden_image_id else "",
+        "installer": plan.installer,
         "hpProvided": plan.hp_provided,
         "customAttributes": [attribute_public(a) for a in attributes],
         "dependentArtifacts": [],

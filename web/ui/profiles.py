@@ -36,6 +36,7 @@ from appliance.services.server_profiles import ServerProfileService
 from appliance.services.tasks import TaskService
 from appliance.states import ProvisionState
 from appliance.tasks.states import ACTIVE_STATES
+from plans.installer import installer_summary
 from web.schemas.deployment_plans import deployment_plan_public
 from web.schemas.server_hardware import server_hardware_public
 from web.schemas.server_profiles import server_profile_public
@@ -95,7 +96,8 @@ def _plan_choices(v: View) -> list[dict[str, Any]]:
     for plan in service.list(CollectionQuery(count=LISTED)).members:
         image = service.golden_image(plan)
         out.append({"id": plan.id, "name": plan.name, "description": plan.description,
-                    "build_plan": service.build_plan(plan).name, "image": image.name if image else None})
+                    "build_plan": service.build_plan(plan).name, "image": image.name if image else None,
+                    "installer": installer_summary(plan.installer)})
     return out
 
 
