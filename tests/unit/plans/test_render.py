@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 import yaml
 from jinja2.exceptions import SecurityError
+from pykickstart.constants import KS_SCRIPT_ONERROR, KS_SCRIPT_POST, KS_SCRIPT_PRE
 from pykickstart.errors import KickstartError
 from pykickstart.parser import KickstartParser
 from pykickstart.version import makeVersion
@@ -126,12 +127,16 @@ def test_kickstart_passes_pykickstart(name: str, kind: str, os: str | None, vers
     devices = [nd.device for nd in handler.network.network if nd.device]
     assert devices == [nic["mac"].lower().replace("-", ":") for k, nic in sorted(attributes.items())
                        if k.startswith("NIC")]
-    scripts = {type(s).__name__: s.script for s in handler.scripts}
-    bodies = "\n".join(s.script for s in handler.scripts)
-    for event in ("start", "success", "failure"):
-        assert f'{{"event": "{event}"}}' in bodies
-    assert TOKEN in bodies and URL in bodies
-    assert scripts  # %pre/%post/%onerror parsed as scripts
+    # Each callback is the whole of its own section: start in %pre, success in %post --nochroot (after the
+    # bootloader is in), failure in %onerror. A section swallowed by the one before it (a missing newline
+    # after %end still parses) would report at the wrong time or never.
+    callbacks = {(s.type, s.inChroot): s.script for s in handler.scripts if "Authorization: Bearer" in s.script}
+    for event, section in (("start", (KS_SCRIPT_PRE, False)), ("success", (KS_SCRIPT_POST, False)),
+                           ("failure", (KS_SCRIPT_ONERROR, False))):
+        body = callbacks[section]
+        assert body.count('"event": ') == 1 and f'{{"event": "{event}"}}' in body, (event, body)
+        assert TOKEN in body and URL in body
+    assert all(line == "%end" or not line.startswith("%end") for line in rendered.files["ks.cfg"].splitlines())
 
 
 @pytest.mark.parametrize("version", ["RHEL8", "RHEL9", "RHEL10"])
