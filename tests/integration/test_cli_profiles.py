@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -192,3 +194,77 @@ def test_deploy_two_servers_show_delete_and_a_refused_create(admin_cli: Cli, tmp
     assert refused.returncode == 1, refused.stderr
     assert "provision state manageable" in refused.stderr and "INVALID_PROVISION_STATE" in refused.stderr
     assert "ingot hardware inspect web-1" in refused.stderr
+
+
+def _section(kickstart: str, header: str) -> str:
+    found = re.search(rf"^{re.escape(header)}\n(.*?)^%end$", kickstart, re.M | re.S)
+    assert found, (header, kickstart)
+    return found.group(1)
+
+
+def test_an_installer_deploy_from_the_cli_called_back_by_the_kickstarts_own_curl(admin_cli: Cli,
+                                                                                 tmp_path: Path) -> None:
+    """The installer is played by running what its kickstart says: ``curl`` fetches the answer file from
+    the URL in the boot script, ``ksvalidator`` checks it, and its %pre and %post lines run as written."""
+    live = admin_cli.live
+    stub_ramdisk(live.home)
+    media = live.home / "boot" / "installers" / "rhel-9"
+    media.mkdir(parents=True)
+    for name in ("vmlinuz", "initrd.img"):
+        (media / name).write_bytes(b"installer " + name.encode())
+    (tmp_path / "attributes.json").write_text(json.dumps([*ATTRIBUTES, {
+        "name": "NIC1", "type": "nic", "value": "", "description": "", "constraints": json.dumps(
+            {"ipv4static": True, "ipv4dhcp": True, "parameters": ["ipaddress", "netmask", "gateway", "dns1"]})}]))
+    build = admin_cli.json("plans", "build-plans", "create", "installer vocabulary", "--attributes",
+                           str(tmp_path / "attributes.json"))
+    plan = admin_cli.json("plans", "deployment-plans", "create", "rhel 9 kickstart", "--build-plan", build["id"],
+                          "--installer", "kickstart", "--os", "rhel", "--version", "9", "--media", "rhel-9",
+                          "--kernel-args", "inst.repo=http://mirror.example/rhel/9/ inst.text")
+    assert plan["installer"] == {"kind": "kickstart", "os": "rhel", "version": "9", "arch": "x86_64", "media": "rhel-9",
+                                 "kernelArgs": "inst.repo=http://mirror.example/rhel/9/ inst.text"}
+    shown = admin_cli("plans", "deployment-plans", "show", plan["id"])
+    assert re.search(r"Installer\s+kickstart \(rhel 9 x86_64\) from media rhel-9", shown.stdout), shown.stdout
+    bad = admin_cli("plans", "deployment-plans", "create", "bad", "--build-plan", build["id"], "--installer",
+                    "kickstart", "--media", "../etc")
+    assert bad.returncode == 2 and "installer.media" in bad.stderr, bad.stderr
+    server = _inspected_server(admin_cli, "rack9-u7.example", "web-7")
+    mac = server["macAddresses"][0].lower()
+
+    with ThreadPoolExecutor(1) as pool:
+        running = pool.submit(admin_cli, "deploy", "rhel 9 kickstart", "--servers", "web-7", "--name-prefix", "sp-",
+                              "--attr", "Hostname=node-7", "--attr", f"RootPassword={ROOT_PASSWORD}",
+                              "--attr", "NIC1.dhcp=false", "--attr", "NIC1.ipaddress=10.0.0.27",
+                              "--attr", "NIC1.netmask=255.255.255.0", "--attr", "NIC1.gateway=10.0.0.1")
+        _provision_state(admin_cli, server, "deploy-wait")
+        boot_url = f"http://127.0.0.1:{live.http_port}"
+        script = httpx.get(f"{boot_url}/ipxe/{mac}/boot.ipxe", timeout=30).text
+        assert f"kernel {boot_url}/boot/installers/rhel-9/vmlinuz " in script, script
+        answer = re.search(r" inst\.ks=(\S+)", script)
+        assert answer and " inst.repo=http://mirror.example/rhel/9/ inst.text inst.ks=" in script, script
+        fetched = subprocess.run(["curl", "-fsS", "-o", str(tmp_path / "ks.cfg"), answer.group(1)],
+                                 capture_output=True, text=True, timeout=60)
+        assert fetched.returncode == 0, fetched.stderr
+        kickstart = (tmp_path / "ks.cfg").read_text()
+        valid = subprocess.run([str(Path(sys.executable).with_name("ksvalidator")), "-v", "RHEL9",
+                                str(tmp_path / "ks.cfg")], capture_output=True, text=True, timeout=60)
+        assert valid.returncode == 0, valid.stdout + valid.stderr
+        assert "network --hostname=node-7" in kickstart and ROOT_PASSWORD not in kickstart
+        assert f"--device={mac} --bootproto=static --ip=10.0.0.27 --netmask=255.255.255.0" in kickstart
+        for header in ("%pre", "%post --nochroot"):  # start, then success: each line as the installer runs it
+            ran = subprocess.run(["sh", "-ec", _section(kickstart, header)], capture_output=True, text=True,
+                                 timeout=120)
+            assert ran.returncode == 0 and '"status":"recorded"' in ran.stdout.replace(" ", ""), ran
+        deployed = running.result(60)
+    assert deployed.returncode == 0, deployed.stderr
+    assert "Deployed sp-web-7." in deployed.stdout and "sp-web-7" in deployed.stderr
+    assert admin_cli.live.api("GET", server["uri"])["provisionState"] == "deployed"
+    shown = admin_cli("profiles", "show", "sp-web-7")
+    phases = [line.split("  ")[0] for line in shown.stdout.splitlines() if re.search(r"\s+Completed\s+100\b", line)]
+    assert phases == ["Render the answer file", "Boot the installer", "Install the operating system",
+                      "Boot the operating system"], shown.stdout
+    assert "/rest/os-volumes/" not in shown.stdout  # an installer writes the disk itself: no OS volume
+    _no_secret(deployed.stdout, deployed.stderr, shown.stdout, kickstart)
+    # The token died with the deploy.
+    again = subprocess.run(["curl", "-fsS", "-o", "/dev/null", "-w", "%{http_code}", answer.group(1)],
+                           capture_output=True, text=True, timeout=60)
+    assert again.stdout == "401", again
