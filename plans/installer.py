@@ -19,8 +19,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["INSTALLER_FILES", "MEDIA_NAME", "InstallerSpec", "InstallerSpecError", "answer_args", "installer_summary",
-           "parse_installer"]
+__all__ = ["ARCHES", "BOOTABLE_KINDS", "INSTALLER_FILES", "MEDIA_NAME", "InstallerSpec", "InstallerSpecError",
+           "answer_args", "installer_summary", "parse_installer"]
 
 INSTALLER_FILES = ("vmlinuz", "initrd.img")
 """What an installer media directory must hold."""
@@ -37,6 +37,10 @@ _ANSWER_ARGS: dict[str, tuple[str, ...]] = {
     "preseed": ("auto=true", "priority=critical", "url={url}preseed.cfg"),  # debian-installer
     "autoinstall": ("autoinstall", "ds=nocloud-net;s={url}"),  # subiquity reads user-data, meta-data there
 }
+
+BOOTABLE_KINDS = tuple(_ANSWER_ARGS)
+"""The answer-file kinds whose installer Ingot boots (unattend is rendered only)."""
+ARCHES = ("x86_64", "aarch64")
 
 
 class InstallerSpecError(ValueError):

@@ -124,7 +124,10 @@ def test_new_pages_for_operators(api: TestClient, admin_headers: dict[str, str],
     deployment = api.get("/ui/plans/deployment-plans/new").text
     assert "Choose a build plan to fill in its attributes." in deployment
     assert f'<option value="{made["build"]["uri"]}">bp &lt;img' in deployment
-    assert '<option value="">none (an installer-based or empty-volume plan)</option>' in deployment
+    assert '<option value="">none (an empty-volume plan)</option>' in deployment
+    assert re.search(r'value="image" data-deploy-mode checked>', deployment)  # a golden image until told otherwise
+    assert re.search(r'<fieldset class="attr-row" data-installer hidden>', deployment)
+    assert '<option value="kickstart" selected>' in deployment and '<option value="x86_64" selected>' in deployment
 
 
 def test_unknown_ids_get_the_404_page(api: TestClient, make_user: Any) -> None:
@@ -189,6 +192,40 @@ def test_deployment_plan_page_hands_the_attributes_to_the_script(api: TestClient
     assert f'<option value="{made["build"]["uri"]}" selected>' in html
     # Without the script the current values are still readable.
     assert re.search(r"<td>Hostname</td><td>hostname</td><td>web-1</td>", html)
+
+
+def test_installer_plan_page_and_list(api: TestClient, admin_headers: dict[str, str], make_user: Any) -> None:
+    made = _create(api, admin_headers)
+    installer = {"kind": "preseed", "os": "debian", "version": "12", "arch": "aarch64", "media": "debian-12.7",
+                 "kernelArgs": "mirror/http/hostname=deb.example lang=en"}
+    response = api.post("/rest/deployment-plans", headers=admin_headers, json={
+        "name": "installs " + HOSTILE, "oeBuildPlanURI": made["build"]["uri"], "installer": installer})
+    assert response.status_code == 201, response.text
+    plan = response.json()
+    _login_as(api, make_user, Role.OPERATOR)
+
+    html = api.get(f"/ui/plans/deployment-plans/{plan['id']}").text
+    _no_inline_code(html)
+    _escaped(html)
+    assert 'value="installer" data-deploy-mode checked>' in html and 'value="image" data-deploy-mode>' in html
+    assert "<label data-golden-image hidden>Golden image" in html
+    fieldset = re.search(r'<fieldset class="attr-row" data-installer>(.*?)</fieldset>', html, re.S)
+    assert fieldset, "the installer fieldset is shown"
+    shown = fieldset.group(1)
+    assert '<option value="preseed" selected>preseed</option>' in shown
+    assert '<option value="kickstart">' in shown and '<option value="autoinstall">' in shown
+    assert '<option value="aarch64" selected>aarch64</option>' in shown
+    for key in ("os", "version", "media", "kernelArgs"):
+        assert re.search(rf'data-field="installer\.{key}"[^>]* value="{re.escape(installer[key])}"', shown), key
+        assert f'data-error-for="installer.{key}" hidden' in shown
+
+    listed = api.get("/ui/plans").text
+    assert "<th>Golden image or installer</th>" in listed
+    row = re.search(rf'<tr data-deployment-plan-row="{plan["id"]}">.*?</tr>', listed, re.S)
+    assert row and ("<span data-installer-summary>preseed (debian 12 aarch64) from media debian-12.7</span>"
+                    in row.group(0))
+    image_row = re.search(rf'<tr data-deployment-plan-row="{made["deployment"]["id"]}">.*?</tr>', listed, re.S)
+    assert image_row and ">none<" in image_row.group(0) and "data-installer-summary" not in image_row.group(0)
 
 
 def test_page_script_is_served(api: TestClient) -> None:

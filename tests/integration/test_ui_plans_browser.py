@@ -2,7 +2,8 @@
 appliance: write a plan script and watch its attributes appear as it is typed, preview the diff,
 save, and meet the 412 and 409 answers; build a plan from three steps, reorder them and check the
 serial numbers through REST; fill in a deployment plan whose fields are generated from the build
-plan's attributes, see the API's per-attribute error at its field, fix it and save.
+plan's attributes, see the API's per-attribute error at its field, fix it and save; make a deployment
+plan that runs an installer instead of a golden image, and see a bad installer value refused at its field.
 
 One appliance and one signed-in page serve the whole module (per backend), to keep it quick.
 The page fails the module if it logs an error other than the failed requests the tests provoke
@@ -303,6 +304,87 @@ def test_deployment_plan_form_is_generated(tab: Page, plans_live: LiveAppliance,
         page.get_by_role("button", name="Save").click()
     values = {a["name"]: a for a in plans_live.api("GET", f"/rest/deployment-plans/{plan_id}")["customAttributes"]}
     assert json.loads(values["MgmtNIC"]["value"]) == {"dhcp": True}
+
+
+def test_installer_deployment_plan(tab: Page, plans_live: LiveAppliance, backend: str, artifacts_dir: Path) -> None:
+    page = tab
+    build = plans_live.api("POST", "/rest/build-plans", json={"name": "dp-installer", "oeBuildPlanType": "deploy"})
+
+    page.goto("/ui/plans/deployment-plans/new")
+    page.get_by_label("Name", exact=True).fill("rhel <installs> & ü")
+    page.get_by_label("Build plan").select_option(build["uri"])
+    installer_box = page.locator("[data-installer]")
+    expect(page.get_by_role("radio", name="golden image")).to_be_checked()
+    expect(installer_box).to_be_hidden()
+    page.get_by_role("radio", name="installer").check()
+    expect(installer_box).to_be_visible()
+    expect(page.get_by_role("combobox", name="Golden image")).to_be_hidden()
+    expect(page.get_by_label("Kind").locator("option")).to_have_text(["kickstart", "preseed", "autoinstall"])
+    page.get_by_label("Kind").select_option("kickstart")
+    page.get_by_label(re.compile(r"^OS\b")).fill("rhel")
+    page.get_by_label("Version").fill("9")
+    page.get_by_label("Arch").select_option("aarch64")
+    page.get_by_label("Media").fill("rhel-9.4")
+    page.get_by_label("Kernel arguments").fill("inst.repo=http://mirror.example/rhel/9.4/BaseOS/aarch64/os  quiet")
+    page.get_by_role("button", name="Save").click()
+    plan_id = _id(page, "deployment-plans")
+    expect(page.get_by_role("radio", name="installer")).to_be_checked()
+    expect(page.get_by_label("Media")).to_have_value("rhel-9.4")
+    expect(page.get_by_label("Arch")).to_have_value("aarch64")
+    page.screenshot(path=str(artifacts_dir / f"ui-deployment-plan-installer-{backend}.png"), full_page=True)
+
+    plan = plans_live.api("GET", f"/rest/deployment-plans/{plan_id}")
+    assert plan["name"] == "rhel <installs> & ü" and plan["goldenImageURI"] == ""
+    assert plan["installer"] == {"kind": "kickstart", "os": "rhel", "version": "9", "arch": "aarch64",
+                                 "media": "rhel-9.4",
+                                 "kernelArgs": "inst.repo=http://mirror.example/rhel/9.4/BaseOS/aarch64/os quiet"}
+    page.goto("/ui/plans")
+    expect(page.locator(f'[data-deployment-plan-row="{plan_id}"] [data-installer-summary]')).to_have_text(
+        "kickstart (rhel 9 aarch64) from media rhel-9.4")
+
+    # Back to a golden image (none here): the installer goes (installer: null).
+    page.goto(f"/ui/plans/deployment-plans/{plan_id}")
+    page.get_by_role("radio", name="golden image").check()
+    expect(installer_box).to_be_hidden()
+    expect(page.get_by_role("combobox", name="Golden image")).to_be_visible()
+    with page.expect_navigation():
+        page.get_by_role("button", name="Save").click()
+    assert plans_live.api("GET", f"/rest/deployment-plans/{plan_id}")["installer"] is None
+
+
+def test_installer_error_shows_at_its_field(tab: Page, plans_live: LiveAppliance, backend: str,
+                                            artifacts_dir: Path) -> None:
+    page = tab
+    build = plans_live.api("POST", "/rest/build-plans", json={"name": "dp-installer-bad", "oeBuildPlanType": "deploy"})
+
+    page.goto("/ui/plans/deployment-plans/new")
+    page.get_by_label("Name", exact=True).fill("bad media")
+    page.get_by_label("Build plan").select_option(build["uri"])
+    page.get_by_role("radio", name="installer").check()
+    page.get_by_label("Kind").select_option("autoinstall")
+    page.get_by_label(re.compile(r"^OS\b")).fill("ubuntu")
+    page.get_by_label("Version").fill("24.04")
+    media = page.get_by_label("Media")
+    media.fill("../x")
+    page.get_by_label("Kernel arguments").fill("console=ttyS0")
+    page.get_by_role("button", name="Save").click()
+    media_error = page.locator('[data-error-for="installer.media"]')
+    expect(media_error).to_contain_text("must be a directory name under boot/installers")
+    expect(media).to_have_attribute("aria-invalid", "true")
+    expect(page.locator("[data-plan-errors]")).to_contain_text("installer.media: must be a directory name")
+    expect(page.locator('[data-error-for="installer.os"]')).to_be_hidden()
+    page.screenshot(path=str(artifacts_dir / f"ui-deployment-plan-installer-error-{backend}.png"), full_page=True)
+
+    # Nothing stored, nothing lost: the page still holds what was typed.
+    expect(page).to_have_url(re.compile(r"/ui/plans/deployment-plans/new$"))
+    assert plans_live.api("GET", "/rest/deployment-plans", params={"filter": "name='bad media'"})["members"] == []
+    expect(page.get_by_role("radio", name="installer")).to_be_checked()
+    expect(page.get_by_label("Name", exact=True)).to_have_value("bad media")
+    expect(page.get_by_label("Kind")).to_have_value("autoinstall")
+    expect(page.get_by_label(re.compile(r"^OS\b"))).to_have_value("ubuntu")
+    expect(page.get_by_label("Version")).to_have_value("24.04")
+    expect(media).to_have_value("../x")
+    expect(page.get_by_label("Kernel arguments")).to_have_value("console=ttyS0")
 
 
 def test_artifact_bundles_create_upload_and_extract(tab: Page, plans_live: LiveAppliance, backend: str,

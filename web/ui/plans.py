@@ -18,7 +18,9 @@ What the server renders and what the script adds:
   the attributes the steps' scripts use that no row declares.
 - deployment plan: the form and the build plan's attributes as JSON (``data-plan``); the script
   generates one field per attribute from its type and constraints, and again from
-  ``GET /rest/build-plans/{id}`` when another build plan is chosen.
+  ``GET /rest/build-plans/{id}`` when another build plan is chosen. The plan deploys a golden image
+  or runs an installer (Ingot's ``installer``): the server renders both choices, prefilled, and
+  shows the stored one; the script switches between them and sends one.
 
 Names, descriptions and script contents are untrusted: the templates autoescape them (JSON
 handed to the script goes into an attribute, escaped) and the script only sets ``textContent``.
@@ -48,6 +50,7 @@ from appliance.services.plan_scripts import PLAN_TYPES as SCRIPT_TYPES
 from appliance.services.plan_scripts import SCRIPT_TYPES_FOR_PLAN, PlanScriptService, attribute_names
 from appliance.services.tasks import TaskService
 from plans.attributes import NIC_FIELDS, AttributeType
+from plans.installer import ARCHES, BOOTABLE_KINDS, installer_summary
 from plans.tokens import MASK
 from web.schemas.build_plans import build_plan_public
 from web.schemas.deployment_plans import deployment_plan_public
@@ -101,6 +104,7 @@ def plans_page(request: Request) -> Response:
         build_plan_names = {p.id: p.name for p in build_plans.members}
         images = GoldenImageRepository(v.db)
         image_names: dict[str, str] = {}
+        installers = {dp.id: installer_summary(dp.installer) for dp in deployment_plans.members if dp.installer}
         for dp in deployment_plans.members:
             if dp.build_plan_id not in build_plan_names:  # past LISTED
                 bp = _build_plans(v).plans.get(dp.build_plan_id)
@@ -122,7 +126,8 @@ def plans_page(request: Request) -> Response:
             build_plans=build_plans.members, build_plan_total=build_plans.total,
             build_plan_attributes={p.id: [a["name"] for a in p.custom_attributes] for p in build_plans.members},
             deployment_plans=deployment_plans.members, deployment_plan_total=deployment_plans.total,
-            build_plan_names=build_plan_names, image_names=image_names, can_edit=v.may(Role.OPERATOR),
+            build_plan_names=build_plan_names, image_names=image_names, installers=installers,
+            can_edit=v.may(Role.OPERATOR),
         )
 
 
@@ -236,6 +241,14 @@ def build_plan_page(request: Request, plan_id: str, saved: SavedFlag = None) -> 
 
 
 # --- deployment plans ----------------------------------------------------------------------------
+def _installer_fields(stored: Mapping[str, Any] | None) -> dict[str, str]:
+    """The installer fieldset's values: the stored installer's, else a blank kickstart for x86_64."""
+    fields = {"kind": BOOTABLE_KINDS[0], "os": "", "version": "", "arch": ARCHES[0], "media": "",
+              "kernelArgs": ""}
+    fields.update({key: str(value) for key, value in (stored or {}).items() if key in fields and value is not None})
+    return fields
+
+
 def _deployment_plan_page(v: View, plan: Mapping[str, Any], saved: bool) -> Response:
     build_plans = [{"uri": build_plan_uri(p.id), "name": p.name}
                    for p in _build_plans(v).list(CollectionQuery(count=LISTED)).members if p.plan_type == "deploy"]
@@ -244,15 +257,17 @@ def _deployment_plan_page(v: View, plan: Mapping[str, Any], saved: bool) -> Resp
     return v.render(
         "plans_deployment.html", "plans", title=plan["name"] or "New deployment plan", plan=plan,
         plan_json=json.dumps(plan, separators=(",", ":")), build_plans=build_plans, images=images,
-        can_edit=v.may(Role.OPERATOR), saved=saved,
+        installer=_installer_fields(plan.get("installer")), installer_kinds=BOOTABLE_KINDS,
+        installer_arches=ARCHES, can_edit=v.may(Role.OPERATOR), saved=saved,
     )
 
 
 @router.get("/ui/plans/deployment-plans/new")
 def new_deployment_plan_page(request: Request) -> Response:
     with view(request, Role.OPERATOR) as v:
-        blank = {"id": "", "uri": "", "name": "", "description": "", "oeBuildPlanURI": "", "oeBuildPlanName": "",
-                 "goldenImageURI": "", "eTag": "", "customAttributes": []}
+        blank: dict[str, Any] = {"id": "", "uri": "", "name": "", "description": "", "oeBuildPlanURI": "",
+                                 "oeBuildPlanName": "", "goldenImageURI": "", "installer": None, "eTag": "",
+                                 "customAttributes": []}
         return _deployment_plan_page(v, blank, saved=False)
 
 

@@ -17,7 +17,9 @@
  * - Deployment plan: one field per attribute of the chosen build plan, generated from its type and
  *   constraints (GET /rest/build-plans/{id} when another plan is chosen). Passwords are never
  *   filled in: blank keeps a stored one (the API's "********" rule), "Remove" clears it. The same
- *   form serves the server profile wizard (Ingot.attributeForm, used by profiles.js).
+ *   form serves the server profile wizard (Ingot.attributeForm, used by profiles.js). "Deploy"
+ *   chooses a golden image or an installer (the installer fieldset): the body carries installer
+ *   null with the golden image, or the installer object with goldenImageURI empty.
  * Names, values and messages only ever go into textContent or form values, never into markup.
  */
 (function () {
@@ -777,6 +779,8 @@
 
   function deploymentLocator(form) {
     return function (source) {
+      // installer.media and the like: the installer fieldset's slots (even were an attribute named installer)
+      if (source === "installer" || source.indexOf("installer.") === 0) { return fieldSlot(form, source); }
       var base = source.split(".")[0];
       var wraps = all(form, "[data-attr]");
       for (var i = 0; i < wraps.length; i += 1) {
@@ -786,6 +790,29 @@
       if (m && wraps[Number(m[1])]) { return wraps[Number(m[1])].querySelector("[data-attr-error]"); }
       return null;
     };
+  }
+
+  /* "image" (a golden image, or none) or "installer": the checked Deploy choice. */
+  function deployMode(form) {
+    var checked = form.querySelector("[data-deploy-mode]:checked");
+    return checked ? checked.value : "image";
+  }
+
+  function showDeployMode(form) {
+    var installer = deployMode(form) === "installer";
+    form.querySelector("[data-installer]").hidden = !installer;
+    form.querySelector("[data-golden-image]").hidden = installer;
+  }
+
+  /* The installer fieldset as the API's installer object (blank os / version: null). */
+  function installerBody(form) {
+    function optional(name) {
+      var text = value(form, "installer." + name).trim();
+      return text === "" ? null : text;
+    }
+    return {kind: value(form, "installer.kind"), os: optional("os"), version: optional("version"),
+            arch: value(form, "installer.arch"), media: value(form, "installer.media").trim(),
+            kernelArgs: value(form, "installer.kernelArgs").trim()};
   }
 
   function initDeploymentPlan(form) {
@@ -820,6 +847,10 @@
     }
     select.addEventListener("change", regenerate);
     regenerate();
+    all(form, "[data-deploy-mode]").forEach(function (radio) {
+      radio.addEventListener("change", function () { showDeployMode(form); });
+    });
+    showDeployMode(form);
 
     form.addEventListener("submit", function (event) {
       event.preventDefault();
@@ -828,9 +859,11 @@
                 visible: wrap.querySelector("[data-flag-visible]").checked,
                 editable: wrap.querySelector("[data-flag-editable]").checked};
       });
+      var installer = deployMode(form) === "installer";
       save(form, "/rest/deployment-plans", "/ui/plans/deployment-plans", {
         name: value(form, "name").trim(), description: value(form, "description"),
-        oeBuildPlanURI: select.value, goldenImageURI: value(form, "goldenImageURI"),
+        oeBuildPlanURI: select.value, goldenImageURI: installer ? "" : value(form, "goldenImageURI"),
+        installer: installer ? installerBody(form) : null,
         customAttributes: attributes
       }, deploymentLocator(form));
     });
