@@ -28,7 +28,7 @@ from agent.appliance_url import DHCP_ENV, appliance_url
 from agent.bootparams import BootParams, mask_token, printable
 from agent.client import AgentClient
 from agent.nic import SYS_CLASS_NET, boot_interface, interfaces, ipv4_address
-from agent.runner import Runner
+from agent.runner import Runner, RunnerConfig
 
 STARTED = "INGOT-AGENT started"
 IDLE = "INGOT-AGENT no appliance URL or token; idle"
@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None, cmdline_pa
     macs += [mac for _name, mac, _up in interfaces(sys_class_net) if mac and mac not in macs]
     name = nic[0] if nic else None
     runner = Runner(client, params.token, macs=macs, address=lambda: ipv4_address(name) if name else None,
-                    out=stream)
+                    out=stream, config=RunnerConfig(lldp_wait_s=params.lldp_s))
     return run(runner)
 
 

@@ -19,6 +19,8 @@ from __future__ import annotations
 URL_ARG = "ingot.url"
 TOKEN_ARG = "ingot.token"  # noqa: S105 - the argument name, not a token
 POWEROFF_ARG = "ingot.poweroff"
+LLDP_ARG = "ingot.lldp"  # seconds to listen for each NIC's LLDP neighbour before the inventory
+MAX_LLDP_S = 300.0
 BOOTIF_ARG = "BOOTIF"
 _HEX = "0123456789abcdef"
 
@@ -75,36 +77,48 @@ def bootif_mac(value: str) -> str | None:
     return normalize_mac(value) if "-" not in value else None
 
 
+def lldp_seconds(value: str | None) -> float:
+    """``ingot.lldp=SECONDS`` as a number of seconds in [0, :data:`MAX_LLDP_S`]; 0 (off) when absent or
+    not a number."""
+    try:
+        seconds = float(value) if value else 0.0
+    except ValueError:
+        return 0.0
+    return min(MAX_LLDP_S, seconds) if seconds > 0 else 0.0  # also NaN -> 0
+
+
 class BootParams:
     """The agent's settings from the kernel command line. The token stays out of ``repr``."""
 
-    __slots__ = ("bootif", "poweroff", "token", "url")
+    __slots__ = ("bootif", "lldp_s", "poweroff", "token", "url")
 
     def __init__(self, url: str | None = None, token: str | None = None, bootif: str | None = None,
-                 poweroff: bool = False) -> None:
+                 poweroff: bool = False, lldp_s: float = 0.0) -> None:
         self.url = url
         self.token = token
         self.bootif = bootif
         self.poweroff = poweroff
+        self.lldp_s = lldp_s
 
     @classmethod
     def from_cmdline(cls, text: str) -> BootParams:
         params = parse_cmdline(text)
         bootif = params.get(BOOTIF_ARG)
         return cls(url=params.get(URL_ARG) or None, token=params.get(TOKEN_ARG) or None,
-                   bootif=bootif_mac(bootif) if bootif else None, poweroff=POWEROFF_ARG in params)
+                   bootif=bootif_mac(bootif) if bootif else None, poweroff=POWEROFF_ARG in params,
+                   lldp_s=lldp_seconds(params.get(LLDP_ARG)))
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, BootParams):
             return NotImplemented
-        return (self.url, self.token, self.bootif, self.poweroff) == (
-            other.url, other.token, other.bootif, other.poweroff)
+        return (self.url, self.token, self.bootif, self.poweroff, self.lldp_s) == (
+            other.url, other.token, other.bootif, other.poweroff, other.lldp_s)
 
     __hash__ = None  # type: ignore[assignment]  # mutable, compared by value
 
     def __repr__(self) -> str:
         return (f"BootParams(url={self.url!r}, token={mask_token(self.token)}, bootif={self.bootif!r}, "
-                f"poweroff={self.poweroff!r})")
+                f"poweroff={self.poweroff!r}, lldp_s={self.lldp_s!r})")
 
 
 def mask_token(token: str | None) -> str:

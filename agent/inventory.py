@@ -28,7 +28,9 @@ Runs on the target (``python3-minimal`` plus ``libpython3-stdlib``): ``os`` and 
 from __future__ import annotations
 
 import os
-from typing import TypedDict
+from typing import NotRequired, TypedDict
+
+from agent.lldp import Neighbour
 
 MiB = 1 << 20
 SECTOR = 512  # /sys/block/<disk>/size counts 512-byte sectors whatever the disk's block size
@@ -59,6 +61,7 @@ class Nic(TypedDict):
     link: bool
     speed_mbps: int | None
     driver: str | None
+    lldp: NotRequired[Neighbour | None]  # only when the agent listened (agent.lldp)
 
 
 class Inventory(TypedDict):

@@ -48,7 +48,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TextIO
 
-from agent import disklayout, diskread, inventory
+from agent import disklayout, diskread, inventory, lldp
 from agent.bootparams import mask_token, printable
 from agent.client import AGENT_VERSION, AgentApiError, AgentClient, AgentUnreachable, Command, LookupResult, RangeStream
 from agent.imagewrite import write_image
@@ -109,6 +109,7 @@ class RunnerConfig:
     progress_interval_s: float = 1.0
     write_retries: int = 5  # dropped connections in a row during an image write (or a disk upload)
     write_backoff_s: float = 1.0
+    lldp_wait_s: float = 0.0  # listen this long for each NIC's LLDP neighbour before the inventory (0: off)
     max_iterations: int | None = None  # test hook: heartbeats of the main loop
     deadline_s: float | None = None  # test hook: seconds after start (by the injected clock)
 
@@ -183,6 +184,7 @@ class Runner:
         self._pending: deque[Command] = deque()
         self._lock = threading.Lock()
         self._started = clock()
+        self.lldp_listen = lldp.listen  # tests listen on their own
 
     def __repr__(self) -> str:
         return (f"Runner(client={self.client!r}, boot_token={mask_token(self._boot_token)}, node={self.node!r}, "
@@ -284,6 +286,8 @@ class Runner:
     def post_inventory(self) -> bool:
         """Collect and post the inventory, retrying what may pass; whether it got there."""
         data = inventory.collect(self.root)
+        if self.config.lldp_wait_s > 0:
+            self._add_lldp_neighbours(data)
         for attempt in range(1, self.config.inventory_attempts + 1):
             try:
                 self.client.post_inventory(data)
@@ -298,6 +302,17 @@ class Runner:
                 self.say(f"inventory posted disks={len(data['disks'])} nics={len(data['nics'])}")
                 return True
         return False
+
+    def _add_lldp_neighbours(self, data: inventory.Inventory) -> None:
+        """Each NIC with a link gets ``lldp``: the neighbour it heard within ``lldp_wait_s``, or None."""
+        listening = [nic["name"] for nic in data["nics"] if nic["link"]]
+        started = self.clock()
+        heard, problems = self.lldp_listen(listening, self.config.lldp_wait_s)
+        for nic in data["nics"]:
+            nic["lldp"] = heard.get(nic["name"])
+        for name, why in sorted(problems.items()):
+            self.say(f"lldp: cannot listen on {name}: {why}")
+        self.say(f"lldp neighbours={len(heard)} of {len(listening)} in {self.clock() - started:.1f} s")
 
     def uptime_s(self) -> float:
         """The machine's uptime (``proc/uptime``), or the agent's own when that is unreadable."""

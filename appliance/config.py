@@ -192,6 +192,9 @@ class BootSettings(Group):
     )
     events_kept: int = Field(20000, ge=100, description="Boot events kept; older ones are pruned.")
     agent_heartbeat_s: float = Field(5.0, gt=0, le=300, description="How often a deploy agent reports in.")
+    lldp_wait_s: float = Field(
+        0.0, ge=0, le=300, description="How long the deploy agent listens for each NIC's LLDP neighbour (the "
+        "switch port) before it sends the inventory; 0 turns listening off. Switches send every 30 s by default.")
 
 
 class BmcSettings(Group):

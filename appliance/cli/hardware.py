@@ -193,6 +193,14 @@ DISK_COLUMNS = (
     Column("Serial", "serial", no_wrap=True),
     Column("WWN", "wwn", no_wrap=True, drop=2),
 )
+def _neighbour(lldp: dict[str, Any] | None) -> str:
+    """``switch port`` of an LLDP neighbour, with its VLAN; empty when none was heard."""
+    if not lldp:
+        return ""
+    text = f"{lldp.get('system_name') or lldp.get('chassis_id')} {lldp.get('port_description') or lldp.get('port_id')}"
+    return f"{text} (VLAN {lldp['vlan_id']})" if lldp.get("vlan_id") else text
+
+
 NIC_COLUMNS = (
     Column("NIC", "name", no_wrap=True),
     Column("MAC", "mac", no_wrap=True),
@@ -200,6 +208,7 @@ NIC_COLUMNS = (
     Column("Speed", lambda n: f"{n['speed_mbps']} Mb/s" if n.get("speed_mbps") else "", justify="right",
            no_wrap=True),
     Column("Driver", "driver", drop=1),
+    Column("Switch port (LLDP)", lambda n: _neighbour(n.get("lldp")), drop=2),
 )
 FOUND_COLUMNS = (
     Column("Address", "address", no_wrap=True),

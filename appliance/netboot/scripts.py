@@ -65,6 +65,8 @@ def boot_script(service: NetbootService, settings: Settings, mac: str, base_url:
     base = base_url.rstrip("/")
     args = [*settings.boot.kernel_args.split(),
             f"ingot.url={base}", f"ingot.token={token}", f"BOOTIF=01-{mac.replace(':', '-')}"]
+    if settings.boot.lldp_wait_s > 0:
+        args.append(f"ingot.lldp={settings.boot.lldp_wait_s:g}")
     who = f"server {server.name}" if server is not None else f"machine {mac}"
     text = netboot_script(kernel_url=f"{base}/boot/ramdisk/vmlinuz", initrd_url=f"{base}/boot/ramdisk/initrd.img",
                           kernel_args=args, comment=f"Ingot: ramdisk for {who}")

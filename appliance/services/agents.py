@@ -209,10 +209,24 @@ def normalize_inventory(raw: dict[str, Any]) -> dict[str, Any]:
                    "model": _text(d.get("model")), "vendor": _text(d.get("vendor")),
                    "serial": _text(d.get("serial")), "wwn": _text(d.get("wwn"), 64)} for d in disks],
         "nics": [{"name": _text(n.get("name"), 32), "mac": _mac_or_none(n.get("mac")), "link": bool(n.get("link")),
-                  "speed_mbps": _count(n.get("speed_mbps")), "driver": _text(n.get("driver"), 64)} for n in nics],
+                  "speed_mbps": _count(n.get("speed_mbps")), "driver": _text(n.get("driver"), 64),
+                  "lldp": _neighbour(n.get("lldp"))} for n in nics],
         "system": {key: _text(system.get(key)) for key in
                    ("sys_vendor", "product_name", "product_serial", "product_uuid", "bios_version")},
     }
+
+
+def _neighbour(raw: Any) -> dict[str, Any] | None:
+    """A NIC's LLDP neighbour as the agent heard it (agent/lldp.py), or None: the switch's name and
+    port, its management address and the port's VLAN."""
+    if not isinstance(raw, dict) or not _text(raw.get("chassis_id")) or not _text(raw.get("port_id")):
+        return None
+    vlan = _count(raw.get("vlan_id"))
+    return {"chassis_id": _text(raw.get("chassis_id")), "port_id": _text(raw.get("port_id")),
+            "port_description": _text(raw.get("port_description")), "system_name": _text(raw.get("system_name")),
+            "system_description": _text(raw.get("system_description")),
+            "management_address": _text(raw.get("management_address"), 64),
+            "vlan_id": vlan if vlan is not None and 1 <= vlan <= 4094 else None, "ttl_s": _count(raw.get("ttl_s"))}
 
 
 def _mac_or_none(value: Any) -> str | None:

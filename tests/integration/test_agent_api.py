@@ -25,7 +25,12 @@ INVENTORY: dict[str, Any] = {
     "memory_bytes": 700 << 20, "physical_memory_bytes": 768 << 20,
     "disks": [{"name": "vda", "size_bytes": 8 << 30, "rotational": True, "removable": False, "model": None,
                "vendor": "0x1af4", "serial": "node-1-disk", "wwn": None, "extra": "dropped"}],
-    "nics": [{"name": "eth0", "mac": MAC.upper(), "link": True, "speed_mbps": None, "driver": "virtio_net"}],
+    "nics": [{"name": "eth0", "mac": MAC.upper(), "link": True, "speed_mbps": None, "driver": "virtio_net",
+              "lldp": {"chassis_id": "0c:42:a1:00:10:07", "port_id": "Ethernet1/7", "ttl_s": 120, "vlan_id": 9999,
+                       "system_name": "tor-a", "port_description": None, "system_description": "x" * 5000,
+                       "management_address": "10.0.3.1", "extra": "dropped"}},
+             {"name": "eth1", "mac": None, "link": False, "lldp": {"chassis_id": "", "port_id": "p"}},
+             {"name": "eth2", "mac": None, "link": False, "lldp": "tor-b Ethernet1/8"}],
     "system": {"sys_vendor": "QEMU", "product_name": "Standard PC", "product_serial": "S1",
                "product_uuid": "u", "bios_version": "1.16"},
     "surprise": {"not": "kept"},
@@ -86,6 +91,10 @@ def test_lookup_inventory_heartbeat_and_a_command_to_its_end(boot: TestClient, c
     assert inventory is not None and "surprise" not in inventory and "extra" not in inventory["disks"][0]
     assert inventory["disks"][0]["serial"] == "node-1-disk" and inventory["nics"][0]["mac"] == MAC
     assert inventory["physical_memory_bytes"] == 768 << 20
+    neighbour = inventory["nics"][0]["lldp"]  # the switch port: known fields only, bounded, a VLAN in range
+    assert neighbour["system_name"] == "tor-a" and neighbour["port_id"] == "Ethernet1/7" and "extra" not in neighbour
+    assert neighbour["vlan_id"] is None and len(neighbour["system_description"]) < 5000
+    assert [nic["lldp"] for nic in inventory["nics"][1:]] == [None, None]  # no chassis ID, or not an object
 
     first = queue(ctx, node, "write_image", {"url": "http://10.0.0.1:8080/x", "sha256": "0" * 64, "size": 1})
     second = queue(ctx, node, "reboot")

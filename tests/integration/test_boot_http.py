@@ -63,6 +63,9 @@ def test_unknown_mac_boots_the_ramdisk_with_a_token(boot: TestClient, ctx: AppCo
     events = ctx.boot_events.take()
     assert [e["action"] for e in events if e["service"] == "http"][:2] == ["GET", "GET"]
     assert any(e["mac"] == MAC and "ramdisk" in (e["detail"] or "") for e in events)
+    assert "ingot.lldp" not in text  # listening for LLDP is off unless asked for
+    ctx.settings.boot.lldp_wait_s = 35
+    assert " ingot.lldp=35\n" in script(boot)
 
 
 def test_enrolled_server_token_names_the_server(boot: TestClient, ctx: AppContext) -> None:

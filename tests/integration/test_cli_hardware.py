@@ -47,7 +47,8 @@ INVENTORY = {"cpu": {"model": "Fake CPU", "count": 4, "architecture": "x86_64"},
                         "model": "Samsung SSD 860", "vendor": "ATA", "serial": "S3Z1NB0K",
                         "wwn": "0x5002538e40a1b2c3"}],
              "nics": [{"name": "eth0", "mac": "52:54:00:12:34:01", "link": True, "speed_mbps": 1000,
-                       "driver": "virtio_net"}],
+                       "driver": "virtio_net", "lldp": {"chassis_id": "0c:42:a1:00:10:07", "port_id": "Ethernet1/7",
+                                                        "system_name": "tor-a", "vlan_id": 110}}],
              "system": {"sys_vendor": "Ingot", "product_name": "Fake Server 1000"}}
 
 
@@ -362,3 +363,4 @@ def test_inspect_abort_then_inspect_to_available(admin_cli: Cli) -> None:
     disk = next(line for line in shown.stdout.splitlines() if line.startswith("sda"))
     nic = next(line for line in shown.stdout.splitlines() if line.startswith("eth0"))
     assert "480.0 GiB" in disk and "S3Z1NB0K" in disk and "52:54:00:12:34:01" in nic and "up" in nic
+    assert "tor-a Ethernet1/7 (VLAN 110)" in shown.stdout  # the switch port the agent heard over LLDP

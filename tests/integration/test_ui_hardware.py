@@ -37,7 +37,9 @@ INVENTORY = {"cpu": {"model": "Fake CPU", "count": 4, "architecture": "x86_64"},
                         "model": "<script>alert(1)</script>", "vendor": "ATA", "serial": "S3Z1NB0K",
                         "wwn": "0x5002538e40a1b2c3"}],
              "nics": [{"name": "eth0", "mac": "52:54:00:12:34:01", "link": True, "speed_mbps": 1000,
-                       "driver": "virtio_net"}],
+                       "driver": "virtio_net", "lldp": {"chassis_id": "0c:42:a1:00:10:07", "port_id": "Ethernet1/7",
+                                                        "system_name": HOSTILE, "port_description": "Ethernet1/7",
+                                                        "vlan_id": 110, "management_address": "10.0.3.1"}}],
              "system": {"sys_vendor": "Ingot", "product_name": "Fake Server 1000", "product_serial": "SYS-1",
                         "product_uuid": None, "bios_version": "1.2.3"}}
 
@@ -202,7 +204,8 @@ def test_provision_column_buttons_last_error_and_inventory(api: TestClient, ctx:
     inventory = page.split("<h2>Inventory</h2>")[1].split("</section>")[0]
     for text in ("4 \u00d7 Fake CPU", "(x86_64)", "2048 MiB", "Ingot Fake Server 1000", "SYS-1", "1.2.3", "sda",
                  "480.0 GiB", "SSD", "ATA", "S3Z1NB0K", "0x5002538e40a1b2c3", "eth0", "52:54:00:12:34:01",
-                 "<td>up</td>", "1000 Mb/s", "virtio_net", 'datetime="2026-01-02T03:04:05'):
+                 "<td>up</td>", "1000 Mb/s", "virtio_net", 'datetime="2026-01-02T03:04:05',
+                 "&lt;script&gt;alert(&#34;bmc&#34;)&lt;/script&gt; Ethernet1/7 (VLAN 110)", "10.0.3.1"):
         assert text in inventory, text
     assert "<script>alert(1)</script>" not in page  # the machine's strings are text, never markup
     assert "<td>&lt;script&gt;alert(1)&lt;/script&gt;</td>" in inventory

@@ -127,6 +127,28 @@ def test_lookup_then_inventory_then_heartbeats(appliance: FakeAppliance, machine
     assert agent.sleeps == [0.05, 0.05]
 
 
+def test_lldp_neighbours_join_the_inventory_when_listening_is_on(appliance: FakeAppliance, machine: Path) -> None:
+    neighbour = {"chassis_id": "0c:42:a1:00:10:07", "port_id": "Ethernet1/7", "ttl_s": 120, "vlan_id": 110,
+                 "port_description": None, "system_name": "tor-a", "system_description": None,
+                 "management_address": None}
+    asked: list[tuple[list[str], float]] = []
+
+    def listen(names: list[str], wait_s: float) -> tuple[dict[str, Any], dict[str, str]]:
+        asked.append((names, wait_s))
+        return {"eth0": neighbour}, {"eth9": "No such device"}
+
+    agent = Agent(appliance, machine, max_iterations=1, lldp_wait_s=30.0)
+    agent.runner.lldp_listen = listen
+    assert agent.run() == 0
+    assert asked == [(["eth0"], 30.0)]  # the NICs with a link, for the time the kernel argument gave
+    assert appliance.inventories[0]["nics"][0]["lldp"] == neighbour
+    assert "INGOT-AGENT lldp: cannot listen on eth9: No such device" in agent.lines
+    assert any(line.startswith("INGOT-AGENT lldp neighbours=1 of 1 in ") for line in agent.lines)
+    quiet = Agent(appliance, machine, max_iterations=1)  # off by default: no wait, no field
+    quiet.runner.lldp_listen = listen
+    assert quiet.run() == 0 and len(asked) == 1 and "lldp" not in appliance.inventories[1]["nics"][0]
+
+
 def test_lookup_retries_404_and_5xx_with_a_growing_pause(appliance: FakeAppliance, machine: Path) -> None:
     appliance.lookup_statuses.extend([404, 503, 404])
     agent = Agent(appliance, machine, max_iterations=0, backoff_initial_s=1, backoff_max_s=3)
