@@ -238,6 +238,12 @@ class ProvisioningSettings(Group):
         2, ge=1, description="Deploys that build their image at once (clone, personalize with a guestfish "
                              "appliance, export): the CPU- and disk-heavy part. More deploys wait for a slot; "
                              "the agent's part of each runs in parallel without bound.")
+    phase_retries: int = Field(
+        2, ge=0, le=10, description="Retries of a deploy step that failed transiently and is safe to repeat (the "
+                                    "BMC did not answer, an image tool failed, the guestfish appliance did not "
+                                    "launch); 0 fails at the first failure.")
+    phase_retry_backoff_s: float = Field(10.0, ge=0, le=600, description="Pause before the first such retry; "
+                                                                        "it doubles for each further one.")
 
 
 class Settings(BaseSettings):

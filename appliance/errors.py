@@ -203,6 +203,7 @@ class PlanScriptFailed(ApplianceError):
 
     msg_fmt = "The build plan {plan} failed: {where}{reason}"
     error_code = "PLAN_SCRIPT_FAILED"
+    transient: bool = False  # set when no script ran (the appliance did not launch): trying again may work
     http_status = 500
     default_actions = ("Read the log of the run (GET /rest/os-volumes/archive/{id} for a personalization, the "
                        "golden image's archive for a capture), fix the plan script or the values, and run it again.",)

@@ -132,13 +132,14 @@ class PlanFailed(Exception):
     """The plan failed in ``step`` (script name) at ``line`` (1-based line of that script); both are
     None when the failure is not tied to a script line (appliance launch, shutdown)."""
 
-    def __init__(self, step: str | None, line: int | None, reason: str, log: str) -> None:
+    def __init__(self, step: str | None, line: int | None, reason: str, log: str, *, launched: bool = True) -> None:
         where = f"{step}:{line}: " if step is not None and line is not None else (f"{step}: " if step else "")
         super().__init__(f"{where}{reason}")
         self.step = step
         self.line = line
         self.reason = reason
         self.log = log
+        self.launched = launched  # False: the appliance never came up, so no script touched the volume
 
 
 # ============================================================================================================
@@ -696,11 +697,11 @@ def run_plan(
     steps: list[StepResult] = []
     launch_seconds = 0.0
 
-    def fail(step: str | None, line: int | None, reason: str) -> PlanFailed:
+    def fail(step: str | None, line: int | None, reason: str, *, launched: bool = True) -> PlanFailed:
         reason = masker(reason)
         where = f"{step}:{line}: " if step is not None and line is not None else ""
         log.write(f"PLAN FAILED: {where}{reason}")
-        return PlanFailed(step, line, reason, log.text())
+        return PlanFailed(step, line, reason, log.text(), launched=launched)
 
     proc: subprocess.Popen[bytes] | None = None
     try:
@@ -729,6 +730,7 @@ def run_plan(
         session = _Session(proc)
 
         current: tuple[str | None, int | None] = (None, None)
+        up = False  # whether the appliance launched: until it has, no script touched the volume
         try:
             t0 = time.monotonic()
             log.write("> run", "")
@@ -740,7 +742,8 @@ def run_plan(
                 log.write(_clean_error(err), "  ! ")
             if not completed:
                 raise fail(None, None, "appliance launch failed: "
-                                       + (_clean_error(err) or f"guestfish exited with {proc.wait()}"))
+                                       + (_clean_error(err) or f"guestfish exited with {proc.wait()}"), launched=False)
+            up = True
             log.write(f"appliance launched in {launch_seconds:.2f} s")
             report(LAUNCH_SHARE)
             total_units, units_done = max(1, sum(len(units) for _, units in parsed)), 0
@@ -783,8 +786,8 @@ def run_plan(
                 raise fail(None, None, f"guestfish exited with status {rc} while shutting down")
         except _Timeout:
             _kill_tree(proc, (run_dir,), (volume_path, cache_dir))
-            raise fail(current[0], current[1], f"timed out after {timeout:g} s; guestfish and qemu were killed"
-                       ) from None
+            raise fail(current[0], current[1], f"timed out after {timeout:g} s; guestfish and qemu were killed",
+                       launched=up) from None
 
         seconds = time.monotonic() - started
         report(100)

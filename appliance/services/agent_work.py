@@ -21,6 +21,7 @@ from appliance.drivers.types import BootDevice, BootSetting, PowerAction, PowerS
 from appliance.errors import ApplianceError, NotFound
 from appliance.models import AgentSession, ServerHardware
 from appliance.services.agents import AgentService
+from appliance.services.phase_retry import with_retries
 from appliance.services.provisioning import fire_event, time_out
 from appliance.states import Event, ProvisionState
 from appliance.tasks.handlers import PhaseReporter, TaskContext
@@ -47,7 +48,12 @@ class AgentWork:
         self.ttl_s = ttl_s
 
     async def boot_agent(self, phase: PhaseReporter) -> datetime:
-        """One-time network boot, then power on (or cycle); returns when it was asked."""
+        """One-time network boot, then power on (or cycle), tried again while the BMC fails transiently
+        (:mod:`appliance.services.phase_retry`); returns when it was asked."""
+        return await with_retries(phase, "Booting the server over the network", lambda: self._boot(phase),
+                                  self.app.settings.provisioning)
+
+    async def _boot(self, phase: PhaseReporter) -> datetime:
         await phase.progress(5, "Setting a one-time network boot.")
         await self.driver.set_boot_device(BootSetting(BootDevice.PXE, persistent=False))
         power = await self.driver.power_state()

@@ -69,6 +69,7 @@ from appliance.services.agents import AgentService
 from appliance.services.installer import InstallerFailed, InstallerService
 from appliance.services.os_volumes import PROGRESS_INTERVAL_S
 from appliance.services.personalize import personalize_volume, resolve_deployment_plan
+from appliance.services.phase_retry import with_retries
 from appliance.services.provisioning import ProvisionService, wait_ttls
 from appliance.services.server_hardware_tasks import ServerHardwareTask
 from appliance.services.server_profiles import CATEGORY, TASK_APPLY, TASK_DELETE, plain_values, profile_uri
@@ -194,11 +195,15 @@ class ServerProfileApplyTask(ProfileTask):
                 state = await ctx.run_sync(self._fire, server_id, Event.RESUME, PS.DEPLOY_WAIT)
             if state == PS.DEPLOYING:
                 written = checkpoint["written"]
-                await phase.progress(10, f"Wrote {written.get('bytes')} bytes to {written.get('device')}; booting "
-                                         "from the disk from now on.")
-                await driver.set_boot_device(BootSetting(BootDevice.DISK, persistent=True))
-                await phase.progress(40, "Power cycling into the operating system.")
-                await driver.set_power(PowerAction.CYCLE)
+
+                async def boot_disk() -> None:
+                    await phase.progress(10, f"Wrote {written.get('bytes')} bytes to {written.get('device')}; "
+                                             "booting from the disk from now on.")
+                    await driver.set_boot_device(BootSetting(BootDevice.DISK, persistent=True))
+                    await phase.progress(40, "Power cycling into the operating system.")
+                    await driver.set_power(PowerAction.CYCLE)
+
+                await with_retries(phase, "Booting the operating system", boot_disk, self.app.settings.provisioning)
                 await self.record(server_id, power_state=PowerState.ON.value, expected_power=PowerState.ON.value)
                 await ctx.run_sync(self._fire, server_id, Event.DONE, PS.DEPLOYING)
             elif state != PS.DEPLOYED:  # resumed after done: nothing left but the profile
@@ -235,7 +240,8 @@ class ServerProfileApplyTask(ProfileTask):
         async with ctx.phase("Boot the operating system", 100) as phase:
             if state == PS.DEPLOYING:
                 # The installer reboots the server itself when it is done; from now on that is into its disk.
-                await driver.set_boot_device(BootSetting(BootDevice.DISK, persistent=True))
+                await with_retries(phase, "Setting the boot device", lambda: driver.set_boot_device(
+                    BootSetting(BootDevice.DISK, persistent=True)), self.app.settings.provisioning)
                 await phase.progress(50, "The installer reboots the server; it boots from its disk from now on.")
                 await ctx.run_sync(self._fire, server_id, Event.DONE, PS.DEPLOYING)
             elif state != PS.DEPLOYED:
@@ -310,16 +316,16 @@ class ServerProfileApplyTask(ProfileTask):
             header = (f"Server profile {profile.name}: OS volume {volume_id}, build plan {plan.name}, by {ctx.owner} "
                       f"(task {ctx.task_id})\n")
             if plan.steps:
-                await phase.run_with_progress(
+                await with_retries(phase, f"Build plan {plan.name}", lambda: phase.run_with_progress(
                     lambda report: personalize_volume(store, self.app.settings, volume_id, plan, header, report),
-                    f"Running build plan {plan.name}", PROGRESS_INTERVAL_S)
+                    f"Running build plan {plan.name}", PROGRESS_INTERVAL_S), self.app.settings.provisioning)
             else:  # "deploy the golden image as is": no appliance to launch for nothing
                 await ctx.run_sync(store.write_volume_log, volume_id, header + "The build plan has no steps.\n")
                 await phase.progress(100, f"Build plan {plan.name} has no steps: the golden image as is.")
         async with ctx.phase("Export the image", 50) as phase:
-            exported = await phase.run_with_progress(
+            exported = await with_retries(phase, "The export", lambda: phase.run_with_progress(
                 lambda report: store.export_volume(volume_id, "raw", report), "Flattening and checksumming",
-                PROGRESS_INTERVAL_S)
+                PROGRESS_INTERVAL_S), self.app.settings.provisioning)
         checkpoint["image"] = {"sha256": exported.sha256, "size": exported.size}
         await ctx.save_checkpoint(checkpoint)
         return checkpoint

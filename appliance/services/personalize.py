@@ -53,8 +53,10 @@ LAUNCH_ESTIMATE_S = 12
 def plan_failed(plan: str, failed: PlanFailed) -> PlanScriptFailed:
     where = (f"script {failed.step}, line {failed.line}: " if failed.step and failed.line is not None
              else f"script {failed.step}: " if failed.step else "")
-    return PlanScriptFailed(plan=plan, where=where, reason=failed.reason,
-                            nested=[(f"{failed.step}:{failed.line}" if failed.step else "plan", failed.reason)])
+    error = PlanScriptFailed(plan=plan, where=where, reason=failed.reason,
+                             nested=[(f"{failed.step}:{failed.line}" if failed.step else "plan", failed.reason)])
+    error.transient = not failed.launched
+    return error
 
 
 @dataclass(frozen=True)

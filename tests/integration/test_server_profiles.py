@@ -198,6 +198,49 @@ def test_a_checksum_mismatch_fails_the_deploy_powers_off_and_alerts(api: TestCli
                and "SHA-256 mismatch" in a["description"] for a in alerts)
 
 
+def test_a_bmc_that_stops_answering_mid_deploy_is_tried_again_and_the_deploy_finishes(
+        api: TestClient, admin_headers: dict[str, str], boot: TestClient, lab: dict[str, Any],
+        ctx: AppContext) -> None:
+    ctx.settings.provisioning.phase_retry_backoff_s = 1.5
+    server = lab["servers"][0]
+    r = api.post("/rest/server-profiles", headers=admin_headers, json=profile_body(lab, server, "node03"))
+    wait_state(api, admin_headers, server["uri"], "deploy-wait")
+    machine = bmc(server["mpHostInfo"]["mpHostName"])
+    machine.dead = True  # the BMC reboots while the agent writes the image
+    deploy_as_agent(boot, server)
+    deadline = time.monotonic() + 30
+    while True:
+        task = api.get(r.json()["uri"], headers=admin_headers).json()
+        booting = [c for c in task["childTasks"] if c["name"] == "Boot the operating system"]
+        if booting and "Trying again in 1.5 s (1 of 2)" in booting[0]["taskStatus"]:
+            break
+        assert time.monotonic() < deadline and task["taskState"] == "Running", task
+        time.sleep(0.05)
+    assert "did not answer" in booting[0]["taskStatus"]
+    machine.dead = False  # back before the retry
+    task = wait_task(api, admin_headers, r.json()["uri"])
+    assert task["taskState"] == "Completed", task["taskErrors"]
+    assert api.get(server["uri"], headers=admin_headers).json()["provisionState"] == "deployed"
+    assert machine.commands[-2:] == ["boot disk", "power cycle"]
+
+
+def test_a_bmc_that_refuses_the_password_mid_deploy_fails_it_without_retrying(
+        api: TestClient, admin_headers: dict[str, str], boot: TestClient, lab: dict[str, Any],
+        ctx: AppContext) -> None:
+    ctx.settings.provisioning.phase_retry_backoff_s = 30  # a retry would outlast the test's patience
+    server = lab["servers"][1]
+    r = api.post("/rest/server-profiles", headers=admin_headers, json=profile_body(lab, server, "node04"))
+    wait_state(api, admin_headers, server["uri"], "deploy-wait")
+    machine = bmc(server["mpHostInfo"]["mpHostName"])
+    machine.password = "changed-on-the-bmc"
+    deploy_as_agent(boot, server)
+    task = wait_task(api, admin_headers, r.json()["uri"])
+    assert task["taskState"] == "Error" and "rejected the credentials" in task["taskErrors"][0]["message"]
+    booting = next(c for c in task["childTasks"] if c["name"] == "Boot the operating system")
+    assert "Trying again" not in booting["taskStatus"]
+    assert api.get(server["uri"], headers=admin_headers).json()["provisionState"] == "deploy-failed"
+
+
 def test_deleting_a_profile_mid_deploy_aborts_cleanly(api: TestClient, admin_headers: dict[str, str],
                                                       boot: TestClient, lab: dict[str, Any]) -> None:
     server = lab["servers"][0]
