@@ -4,7 +4,10 @@ plain-HTTP boot listener (docs/profiles.md, "Installer deploys").
 - ``GET /installer/{token}/{file}``: its answer file (``ks.cfg``, ``preseed.cfg``, or autoinstall's
   ``user-data``, ``meta-data`` and ``network-config``), rendered for this server now;
 - ``POST /installer/events`` with ``Authorization: Bearer <token>`` and ``{"event": "start" |
-  "success" | "failure", "detail"?}``: the callbacks the answer files make.
+  "success" | "failure", "detail"?}``: the callbacks the answer files make;
+- ``GET /installer/events/{token}/{event}``: the same callback for installers whose only HTTP client
+  cannot send a header or a body (Debian 12's debian-installer has a busybox ``wget`` without
+  ``--header`` and ``--post-data``): a GET that changes state, for want of anything else there.
 
 The token is the one in the installer's boot script; it dies with the deploy. Each request is a
 boot event, so the boot log shows the installer's life beside its DHCP and HTTP.
@@ -13,6 +16,7 @@ boot event, so the boot log shows the installer's life beside its DHCP and HTTP.
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import PlainTextResponse
@@ -54,17 +58,10 @@ def installer_router(ctx: AppContext) -> APIRouter:
         event(request, f"answer file {name} for {who}")
         return PlainTextResponse(text, media_type=ANSWER_MEDIA_TYPE)
 
-    @router.post("/events")
-    async def callback(request: Request, authorization: str | None = Header(None)) -> dict[str, str]:
-        scheme, _, token = (authorization or "").partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            event(request, "callback without a bearer token", ok=False)
-            raise InstallerTokenInvalid()
-        body = await read_json_body(request)
-
+    async def record(request: Request, token: str, body: dict[str, Any]) -> dict[str, str]:
         def work() -> tuple[str, str]:
             with unit_of_work(ctx.session_factory) as db:
-                row = service(db).report(token.strip(), body)
+                row = service(db).report(token, body)
                 return server_name(db, row.server_hardware_id), str(body["event"])
 
         try:
@@ -74,5 +71,17 @@ def installer_router(ctx: AppContext) -> APIRouter:
             raise
         event(request, f"installer {reported} on {who}")
         return {"status": "recorded", "event": reported}
+
+    @router.post("/events")
+    async def callback(request: Request, authorization: str | None = Header(None)) -> dict[str, str]:
+        scheme, _, token = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            event(request, "callback without a bearer token", ok=False)
+            raise InstallerTokenInvalid()
+        return await record(request, token.strip(), await read_json_body(request))
+
+    @router.get("/events/{token}/{name}")
+    async def callback_by_get(token: str, name: str, request: Request) -> dict[str, str]:
+        return await record(request, token, {"event": name})
 
     return router

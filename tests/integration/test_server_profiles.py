@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import shlex
 import threading
 import time
 from collections.abc import Iterator
@@ -587,6 +588,30 @@ def test_an_installer_reporting_failure_fails_the_deploy_powers_off_and_alerts(
     assert any(a["associatedResource"]["resourceUri"] == server["uri"] and a["alertState"] == "Active"
                and "installer reported failure" in a["description"] for a in alerts)
     assert boot.get(f"{path}user-data").status_code == 401
+
+
+def test_a_preseed_deploy_is_called_back_by_plain_gets(api: TestClient, admin_headers: dict[str, str],
+                                                       boot: TestClient, lab: dict[str, Any], ctx: AppContext) -> None:
+    """debian-installer's busybox wget can only GET: the preseed's callbacks are GETs with the token in the path."""
+    osdp = installer_plan(api, admin_headers, ctx, {"kind": "preseed", "os": "debian", "version": "12",
+                                                    "media": "bookworm"}, "debian 12 preseed")
+    server = lab["servers"][1]
+    r = api.post("/rest/server-profiles", headers=admin_headers,
+                 json=installer_profile(osdp, server, "node-6", "10.0.0.26"))
+    wait_state(api, admin_headers, server["uri"], "deploy-wait")
+    _, answers = installer_boot(boot, server)
+    preseed = boot.get(f"{answers.removeprefix('http://10.0.0.1:8080')}preseed.cfg").text
+    commands = {line.split(" ", 3)[1]: shlex.split(line.split(" ", 3)[3]) for line in preseed.splitlines()
+                if line.startswith("d-i preseed/")}
+    start = commands["preseed/early_command"]
+    assert start[:4] == ["wget", "-q", "-O", "/dev/null"] and start[4].endswith("/start")
+    assert boot.get(start[4].removeprefix("http://10.0.0.1:8080")).json() == {"status": "recorded", "event": "start"}
+    success = next(arg for arg in commands["preseed/late_command"] if arg.endswith("/success"))
+    assert boot.get(success.removeprefix("http://10.0.0.1:8080")).status_code == 200
+    task = wait_task(api, admin_headers, r.json()["uri"])
+    assert task["taskState"] == "Completed", task["taskErrors"]
+    assert boot.get(success.removeprefix("http://10.0.0.1:8080")).status_code == 401  # the deploy has ended
+    assert boot.get("/installer/events/guessed/start").status_code == 401
 
 
 def test_an_installer_that_never_calls_back_times_out_fails_and_alerts(

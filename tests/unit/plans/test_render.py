@@ -261,10 +261,12 @@ def test_preseed_lines() -> None:
     assert lines["passwd/root-password-crypted"] == ROOT_HASH
     assert lines["netcfg/get_hostname"] == "web01" and lines["netcfg/get_domain"] == "example.com"
     assert lines["time/zone"] == "Europe/Berlin" and lines["debian-installer/locale"] == "de_DE.UTF-8"
+    # Debian 12's d-i busybox wget takes no --header, --post-data or -T: a plain GET, the token in the path.
     early = shlex.split(lines["preseed/early_command"])
-    assert early[0] == "wget" and f"--header=Authorization: Bearer {TOKEN}" in early and URL in early
-    late = lines["preseed/late_command"]
-    assert '{"event": "success"}' in late and '{"event": "failure"}' in late
+    assert early == ["wget", "-q", "-O", "/dev/null", f"{URL}/{TOKEN}/start", "||", "true"]
+    late = shlex.split(lines["preseed/late_command"])
+    assert f"{URL}/{TOKEN}/success" in late and f"{URL}/{TOKEN}/failure" in late
+    assert not any(arg.startswith("--") for arg in early + late)
     dhcp = _render("preseed", None, None, DHCP).files["preseed.cfg"]
     assert "d-i netcfg/disable_autoconfig boolean false" in dhcp and "get_ipaddress" not in dhcp
 
@@ -433,7 +435,7 @@ def test_shell_metacharacters_are_quoted_in_preseed_and_autoinstall() -> None:
     preseed = _render("preseed", None, None, {**STATIC, "SSHKeys": [key]}, token=token).files["preseed.cfg"]
     late = next(line for line in preseed.splitlines() if line.startswith("d-i preseed/late_command"))
     argv = shlex.split(late.split(" ", 3)[3])
-    assert key in argv and f"--header=Authorization: Bearer {token}" in argv
+    assert key in argv and f"{URL}/t0k%24%28reboot%29%3B%60id%60%27%22%7C%26/success" in argv
     assert "/tmp/pwned;" not in argv and "touch" not in argv
     user_data = _render("autoinstall", None, None, STATIC, token=token).files["user-data"]
     for key_name in ("early-commands", "late-commands", "error-commands"):
