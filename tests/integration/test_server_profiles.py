@@ -480,12 +480,17 @@ def installer_profile(osdp: str, server: dict[str, Any], hostname: str, address:
                 {"name": "NIC1.gateway", "value": "10.0.0.1"}, {"name": "NIC1.dns1", "value": "10.0.0.2"}]}}
 
 
-def installer_boot(boot: TestClient, server: dict[str, Any]) -> tuple[str, str]:
-    """The server's iPXE script now, and the answer-file URL in its kernel arguments."""
+def start_installer_deploy(api: TestClient, headers: dict[str, str], boot: TestClient, osdp: str,
+                           server: dict[str, Any], hostname: str, address: str) -> tuple[str, str, str]:
+    """Create the profile, wait until the server boots its installer; returns the apply task's URI, the
+    server's iPXE script then, and the path of the answer files in its kernel arguments."""
+    r = api.post("/rest/server-profiles", headers=headers, json=installer_profile(osdp, server, hostname, address))
+    assert r.status_code == 202, r.text
+    wait_state(api, headers, server["uri"], "deploy-wait")
     script = boot.get(f"/ipxe/{server['macAddresses'][0].lower()}/boot.ipxe").text
-    found = re.search(r"(?:inst\.ks|url|s)=(http://10\.0\.0\.1:8080/installer/[^/\s]+/)(\S*)", script)
+    found = re.search(r"(?:inst\.ks|url|s)=http://10\.0\.0\.1:8080(/installer/[^/\s]+/)", script)
     assert found, script
-    return script, found.group(1)
+    return r.json()["uri"], script, found.group(1)
 
 
 def call_back(boot: TestClient, answer: str, event: str) -> Any:
@@ -509,19 +514,14 @@ def test_an_installer_deploy_boots_the_installer_and_follows_its_callbacks(
         "kernelArgs": "inst.repo=http://mirror.example/rhel/9.4/BaseOS/x86_64/os/ ip=dhcp"})
     server = lab["servers"][0]
     mac = server["macAddresses"][0].lower()
-    r = api.post("/rest/server-profiles", headers=admin_headers,
-                 json=installer_profile(osdp, server, "node-7", "10.0.0.27"))
-    assert r.status_code == 202, r.text
-    wait_state(api, admin_headers, server["uri"], "deploy-wait")
+    task_uri, script, path = start_installer_deploy(api, admin_headers, boot, osdp, server, "node-7", "10.0.0.27")
     machine = bmc(server["mpHostInfo"]["mpHostName"])
     assert machine.power == "On" and machine.boot.device == "pxe" and not machine.boot.persistent
 
-    script, answers = installer_boot(boot, server)
     assert "kernel http://10.0.0.1:8080/boot/installers/rhel-9.4/vmlinuz initrd=initrd.img " in script
     assert "initrd --name initrd.img http://10.0.0.1:8080/boot/installers/rhel-9.4/initrd.img" in script
     assert " inst.repo=http://mirror.example/rhel/9.4/BaseOS/x86_64/os/ ip=dhcp inst.ks=" in script
     assert boot.get("/boot/installers/rhel-9.4/vmlinuz").content == INSTALLER_KERNEL
-    path = answers.removeprefix("http://10.0.0.1:8080")
     kickstart = boot.get(f"{path}ks.cfg")
     assert kickstart.status_code == 200, kickstart.text
     parser = KickstartParser(makeVersion(RHEL9))
@@ -533,14 +533,14 @@ def test_an_installer_deploy_boots_the_installer_and_follows_its_callbacks(
     assert boot.get(f"{path}preseed.cfg").status_code == 404  # a kickstart deploy has one answer file
 
     assert call_back(boot, kickstart.text, "start").status_code == 200
-    task = api.get(r.json()["uri"], headers=admin_headers).json()
+    task = api.get(task_uri, headers=admin_headers).json()
     deadline = time.monotonic() + 30
     while "The installer is running" not in child(task, "Install the operating system")["taskStatus"]:
         assert time.monotonic() < deadline, task
         time.sleep(0.1)
-        task = api.get(r.json()["uri"], headers=admin_headers).json()
+        task = api.get(task_uri, headers=admin_headers).json()
     assert call_back(boot, kickstart.text, "success").status_code == 200
-    task = wait_task(api, admin_headers, r.json()["uri"])
+    task = wait_task(api, admin_headers, task_uri)
     assert task["taskState"] == "Completed", task["taskErrors"]
     assert [(c["name"], c["taskState"]) for c in task["childTasks"]] == [
         (name, "Completed") for name in ("Render the answer file", "Boot the installer",
@@ -564,12 +564,8 @@ def test_an_installer_reporting_failure_fails_the_deploy_powers_off_and_alerts(
     osdp = installer_plan(api, admin_headers, ctx, {"kind": "autoinstall", "os": "ubuntu", "media": "noble"},
                           "ubuntu autoinstall")
     server = lab["servers"][1]
-    r = api.post("/rest/server-profiles", headers=admin_headers,
-                 json=installer_profile(osdp, server, "node-8", "10.0.0.28"))
-    wait_state(api, admin_headers, server["uri"], "deploy-wait")
-    script, answers = installer_boot(boot, server)
-    assert f" autoinstall ds=nocloud-net;s={answers}\n" in script
-    path = answers.removeprefix("http://10.0.0.1:8080")
+    task_uri, script, path = start_installer_deploy(api, admin_headers, boot, osdp, server, "node-8", "10.0.0.28")
+    assert f" autoinstall ds=nocloud-net;s=http://10.0.0.1:8080{path}\n" in script
     user_data = boot.get(f"{path}user-data").text
     assert boot.get(f"{path}meta-data").status_code == 200 and "node-8" in user_data
     assert boot.get(f"{path}vendor-data").status_code == 404
@@ -579,7 +575,7 @@ def test_an_installer_reporting_failure_fails_the_deploy_powers_off_and_alerts(
                      ).status_code == 400
     assert call_back(boot, user_data, "failure").status_code == 200
     assert call_back(boot, user_data, "success").status_code == 409
-    task = wait_task(api, admin_headers, r.json()["uri"])
+    task = wait_task(api, admin_headers, task_uri)
     assert task["taskState"] == "Error" and "the installer reported failure" in task["taskErrors"][0]["message"]
     failed = api.get(server["uri"], headers=admin_headers).json()
     assert failed["provisionState"] == "deploy-failed" and "the installer reported failure" in failed["lastError"]
@@ -595,12 +591,9 @@ def test_a_preseed_deploy_is_called_back_by_plain_gets(api: TestClient, admin_he
     """debian-installer's busybox wget can only GET: the preseed's callbacks are GETs with the token in the path."""
     osdp = installer_plan(api, admin_headers, ctx, {"kind": "preseed", "os": "debian", "version": "12",
                                                     "media": "bookworm"}, "debian 12 preseed")
-    server = lab["servers"][1]
-    r = api.post("/rest/server-profiles", headers=admin_headers,
-                 json=installer_profile(osdp, server, "node-6", "10.0.0.26"))
-    wait_state(api, admin_headers, server["uri"], "deploy-wait")
-    _, answers = installer_boot(boot, server)
-    preseed = boot.get(f"{answers.removeprefix('http://10.0.0.1:8080')}preseed.cfg").text
+    task_uri, _, path = start_installer_deploy(api, admin_headers, boot, osdp, lab["servers"][1], "node-6",
+                                               "10.0.0.26")
+    preseed = boot.get(f"{path}preseed.cfg").text
     commands = {line.split(" ", 3)[1]: shlex.split(line.split(" ", 3)[3]) for line in preseed.splitlines()
                 if line.startswith("d-i preseed/")}
     start = commands["preseed/early_command"]
@@ -608,7 +601,7 @@ def test_a_preseed_deploy_is_called_back_by_plain_gets(api: TestClient, admin_he
     assert boot.get(start[4].removeprefix("http://10.0.0.1:8080")).json() == {"status": "recorded", "event": "start"}
     success = next(arg for arg in commands["preseed/late_command"] if arg.endswith("/success"))
     assert boot.get(success.removeprefix("http://10.0.0.1:8080")).status_code == 200
-    task = wait_task(api, admin_headers, r.json()["uri"])
+    task = wait_task(api, admin_headers, task_uri)
     assert task["taskState"] == "Completed", task["taskErrors"]
     assert boot.get(success.removeprefix("http://10.0.0.1:8080")).status_code == 401  # the deploy has ended
     assert boot.get("/installer/events/guessed/start").status_code == 401
@@ -621,12 +614,9 @@ def test_an_installer_that_never_calls_back_times_out_fails_and_alerts(
     osdp = installer_plan(api, admin_headers, ctx, {"kind": "preseed", "os": "debian", "media": "bookworm"},
                           "debian preseed")
     server = lab["servers"][0]
-    r = api.post("/rest/server-profiles", headers=admin_headers,
-                 json=installer_profile(osdp, server, "node-9", "10.0.0.29"))
-    wait_state(api, admin_headers, server["uri"], "deploy-wait")
-    script, answers = installer_boot(boot, server)
-    assert f" auto=true priority=critical url={answers}preseed.cfg\n" in script
-    task = wait_task(api, admin_headers, r.json()["uri"])  # the installer fetched nothing and said nothing
+    task_uri, script, path = start_installer_deploy(api, admin_headers, boot, osdp, server, "node-9", "10.0.0.29")
+    assert f" auto=true priority=critical url=http://10.0.0.1:8080{path}preseed.cfg\n" in script
+    task = wait_task(api, admin_headers, task_uri)  # the installer fetched nothing and said nothing
     assert task["taskState"] == "Error" and "Timed out in deploy-wait" in task["taskErrors"][0]["message"]
     failed = api.get(server["uri"], headers=admin_headers).json()
     assert failed["provisionState"] == "deploy-failed" and failed["powerState"] == "Off"
