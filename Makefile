@@ -9,13 +9,12 @@ BIN := $(VENV)/bin
 # for the emulated rack's images (lab/images.py; systemd-boot-efi, dosfstools and mtools make the
 # demo disk's EFI system partition); libguestfs (with a kernel for its appliance, and
 # ntfs-3g) for the plan-script executor (plans/guestfish.py); lldpd, a real LLDP speaker for the
-# agent's switch-port discovery (tests/integration/test_lldp_netns.py); Debian 12's own
-# debian-installer netboot kernel and initrd, a real installer for the rack's installer deploy.
+# agent's switch-port discovery (tests/integration/test_lldp_netns.py).
 DEBS_TEST := postgresql chromium fonts-dejavu-core openipmi ipmitool atftp curl \
 	iproute2 isc-dhcp-client busybox dhcpcd-base kea-admin kea-dhcp4-server dnsmasq-base tftpd-hpa \
 	bind9-dnsutils ipxe ipxe-qemu qemu-system-x86 cpio qemu-utils \
 	mmdebstrap extlinux syslinux-common fdisk zstd e2fsprogs ovmf systemd-boot-efi dosfstools mtools \
-	libguestfs-tools linux-image-amd64 ntfs-3g lldpd debian-installer-12-netboot-amd64
+	libguestfs-tools linux-image-amd64 ntfs-3g lldpd
 # The demo's emulated rack: QEMU with iPXE ROMs and OVMF, the image builders, ipmitool.
 DEBS_DEMO := iproute2 ipmitool ipxe ipxe-qemu qemu-system-x86 qemu-utils ovmf busybox cpio \
 	mmdebstrap extlinux syslinux-common fdisk zstd e2fsprogs systemd-boot-efi dosfstools mtools

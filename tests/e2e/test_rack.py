@@ -29,7 +29,6 @@ import shutil
 import ssl
 import subprocess
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -42,7 +41,7 @@ from lab import demo_plans, rack
 from lab.demo import PHASES, Server, boot_all
 from lab.images import build_demo_disk
 from lab.netns import list_namespaces
-from tests.support.requirements import require_files, require_lab, require_tools
+from tests.support.requirements import require_lab, require_tools
 
 pytestmark = pytest.mark.slow
 
@@ -244,77 +243,6 @@ def test_a_captured_server_deployed_to_another_carries_its_files_not_its_identit
     assert found.group(4) == f"{first['hostname']}/{first['machine_id']}", line  # written on server 1
     assert found.group(1) == hostname and found.group(3) != first["machine_id"], line
     assert [a for a in found.group(2).split(",") if "." in a] == [f"{address}/24"], line
-
-
-DEBIAN_INSTALLER = Path("/usr/lib/debian-installer/images/12/amd64/text/debian-installer/amd64")
-INSTALLER_BOOT_TIMEOUT_S = 900.0  # iPXE, then the installer's kernel, DHCP and preseed under TCG
-
-
-def test_a_real_debian_installer_boots_from_ingot_fetches_its_preseed_and_calls_back(
-        lab: dict[str, Any], artifacts_dir: Path) -> None:
-    """The second BIOS server is redeployed with an installer plan: iPXE boots Debian 12's own
-    debian-installer (the netboot kernel and initrd of the distribution's package) from Ingot's
-    installer script; it takes a lease, fetches the preseed rendered for it and its early_command
-    reports ``start``. The lab has no Debian mirror, so it can go no further: the deploy is aborted,
-    which fails it, powers the server off and raises the alert."""
-    require_files(DEBIAN_INSTALLER / "linux", DEBIAN_INSTALLER / "initrd.gz")
-    second = next(vm for vm in lab["servers"] if vm["firmware"] == "bios" and vm["name"] != lab["deployed"]["bios"][
-        "name"])
-    media = rack.LabPaths(lab["home"], lab["name"]).instance / "appliance" / "boot" / "installers" / "debian-12"
-    media.mkdir(parents=True)
-    shutil.copyfile(DEBIAN_INSTALLER / "linux", media / "vmlinuz")
-    shutil.copyfile(DEBIAN_INSTALLER / "initrd.gz", media / "initrd.img")
-    serial = Path(second["serial_log"])
-    with contextlib.closing(api_client(lab)) as api:
-        build = api.post("/rest/build-plans", json={
-            "name": "debian installer values", "description": "", "oeBuildPlanType": "deploy", "buildStep": [],
-            "customAttributes": [
-                {"name": "Hostname", "type": "hostname", "value": "", "description": "", "constraints": "{}"},
-                {"name": "RootPassword", "type": "password", "value": "", "description": "", "constraints": "{}"},
-                {"name": "NIC1", "type": "nic", "value": "", "description": "",
-                 "constraints": json.dumps({"ipv4static": True, "ipv4dhcp": True, "parameters": ["dhcp"]})}]})
-        assert build.status_code in (201, 202), build.text
-        plan = api.post("/rest/deployment-plans", json={
-            "name": "debian 12 installer", "description": "", "oeBuildPlanURI": build.json()["uri"],
-            "installer": {"kind": "preseed", "os": "debian", "version": "12", "media": "debian-12"}})
-        assert plan.status_code == 201, plan.text
-        server = next(m for m in api.get("/rest/server-hardware").json()["members"]
-                      if m["mpHostInfo"]["mpHostName"] == second["bmc"]["address"])
-        profile = next(p for p in api.get("/rest/server-profiles").json()["members"]
-                       if p["serverHardwareUri"] == server["uri"])
-        seen = serial.stat().st_size
-        r = api.put(profile["uri"], json={**profile, "osDeploymentSettings": {
-            "osDeploymentPlanUri": f"/rest/os-deployment-plans/{plan.json()['id']}", "osCustomAttributes": [
-                {"name": "Hostname", "value": "installed-by-d-i"}, {"name": "RootPassword", "value": "Lab-Root-77"},
-                {"name": "NIC1.dhcp", "value": True}]}})
-        assert r.status_code == 202, r.text
-        deadline = time.monotonic() + INSTALLER_BOOT_TIMEOUT_S
-        while True:
-            task = api.get(r.json()["uri"]).json()
-            running = [c for c in task["childTasks"] if c["name"] == "Install the operating system"]
-            if running and "The installer is running" in running[0]["taskStatus"]:
-                break
-            if task["taskState"] != "Running" or time.monotonic() > deadline:
-                shutil.copyfile(serial, artifacts_dir / "e2e-installer.serial.log")
-                pytest.fail(f"the installer did not report start: {task['taskState']} {task['taskErrors']} "
-                            f"{[(c['name'], c['taskStatus']) for c in task['childTasks']]}")
-            time.sleep(2)
-        shutil.copyfile(serial, artifacts_dir / "e2e-installer.serial.log")
-        console = serial.read_bytes()[seen:].decode(errors="replace")
-        assert "/boot/installers/debian-12/vmlinuz" in console  # iPXE fetched the installer's kernel from Ingot
-        events = [e["detail"] or "" for e in api.get("/rest/boot-events?count=500").json()["members"]]
-        assert any(d.startswith("answer file preseed.cfg for ") for d in events), events[:20]
-        assert any(d.startswith("installer start on ") for d in events), events[:20]
-
-        aborted = api.put(f"{server['uri']}/provisionState", json={"event": "abort"})
-        assert aborted.status_code == 200, aborted.text
-        task = demo_plans.wait_for_task(api, r.json()["uri"], 120)
-        assert task["taskState"] == "Error" and "Aborted in deploy-wait" in task["taskErrors"][0]["message"]
-        failed = api.get(server["uri"]).json()
-        assert failed["provisionState"] == "deploy-failed" and failed["powerState"] == "Off"
-        alerts = api.get("/rest/alerts").json()["members"]
-        assert any(a["associatedResource"]["resourceUri"] == server["uri"] and a["alertState"] == "Active"
-                   for a in alerts)
 
 
 def test_lab_down_leaves_nothing_behind(lab: dict[str, Any]) -> None:
