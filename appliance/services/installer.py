@@ -25,11 +25,11 @@ from sqlalchemy.orm import Session
 from appliance.clock import Clock, system_clock
 from appliance.config import Settings
 from appliance.errors import ApplianceError, Conflict, InvalidInput, NotFound
-from appliance.models import BuildPlan, DeploymentPlan, InstallerSession, ServerHardware, ServerProfile
+from appliance.models import DeploymentPlan, InstallerSession, ServerHardware, ServerProfile
 from appliance.secretbox import SecretBox
 from appliance.services.build_plans import definitions
 from appliance.services.netboot import hash_token
-from appliance.services.personalize import resolve_deployment_plan
+from appliance.services.personalize import load_deployment_plan, resolve_deployment_plan
 from appliance.services.server_profiles import plain_values
 from appliance.states import ProvisionState
 from plans.attributes import AttributeType
@@ -199,8 +199,8 @@ class InstallerService:
         profile, plan, spec = installer_plan(self.db, profile_id)
         resolved = resolve_deployment_plan(self.db, self.secrets, plan.id, plain_values(profile),
                                            profile.sealed_attributes)
-        build_plan = self.db.get(BuildPlan, plan.build_plan_id)
-        types = [(a.name, a.type) for a in definitions(build_plan)] if build_plan is not None else []
+        _, build_plan = load_deployment_plan(self.db, plan.id)
+        types = [(a.name, a.type) for a in definitions(build_plan)]
         server = self.db.get(ServerHardware, profile.server_hardware_id) if profile.server_hardware_id else None
         macs = [m.lower() for m in (server.mac_addresses or [])] if server is not None else []
         attributes = render_attributes(types, resolved.values, macs)
